@@ -1,0 +1,102 @@
+"""Plain functions over torch.distributed.checkpoint (DCP) for whole-model reads and writes.
+
+A checkpoint directory holds the DCP files, `config.yaml` (the resolved run config, so a
+checkpoint is self-describing) and `COMMITTED.json` (written last; see checkpointer.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed.checkpoint as dcp
+
+from olmo.config.loader import from_dict, read_yaml, save_yaml
+from olmo.errors import OlmoError
+from olmo.model import ModelConfig, Transformer, build_model
+
+MARKER = "COMMITTED.json"
+CONFIG = "config.yaml"
+
+
+def read_marker(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(ckpt_dir) / MARKER
+    if not path.is_file():
+        raise OlmoError(f"{ckpt_dir}: not a committed checkpoint (no {MARKER}); it was never finished")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise OlmoError(f"{path}: corrupt marker file; use an older checkpoint") from None
+
+
+def model_config_of(ckpt_dir: str | os.PathLike) -> ModelConfig:
+    """The model section of the config stored inside a checkpoint."""
+    path = Path(ckpt_dir) / CONFIG
+    data = read_yaml(path)
+    if "model" not in data:
+        raise OlmoError(f"{path}: has no 'model' section")
+    return from_dict(ModelConfig, data["model"], "model.", str(path)).resolved()
+
+
+def load_model(ckpt_dir: str | os.PathLike, device: str = "cpu") -> Transformer:
+    """Full (unsharded) model from a sharded checkpoint, on one process; any world size wrote it."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        raise OlmoError(f"{ckpt_dir}: checkpoint directory not found")
+    read_marker(ckpt_dir)
+    model = build_model(model_config_of(ckpt_dir), device=device, seed=None)
+    state = {"model": model.state_dict()}
+    try:
+        dcp.load(state, checkpoint_id=str(ckpt_dir))
+    except Exception as e:  # DCP raises a variety of types for bad files
+        raise OlmoError(f"{ckpt_dir}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    model.load_state_dict(state["model"])
+    model.rope.reset_tables()
+    return model
+
+
+def write_marker(ckpt_dir: Path, info: dict[str, Any]) -> None:
+    tmp = ckpt_dir / f".{MARKER}.tmp"
+    tmp.write_text(json.dumps(info, indent=1, sort_keys=True))
+    os.replace(tmp, ckpt_dir / MARKER)
+
+
+def save_model(model: Transformer, out_dir: str | os.PathLike, config: dict[str, Any] | None = None) -> Path:
+    """Write a model-only checkpoint (single process) atomically: temp dir, marker, rename."""
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise OlmoError(f"{out}: already exists and is not empty; choose another output directory")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {"model": {k: v.detach().contiguous() for k, v in model.state_dict().items()}}
+    dcp.save(state, checkpoint_id=str(tmp))
+    cfg = dict(config or {})
+    cfg["model"] = _model_dict(model.cfg)
+    save_yaml(cfg, tmp / CONFIG)
+    write_marker(tmp, {"step": 0, "world_size": 1, "contents": ["model"]})
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+    return out
+
+
+def _model_dict(cfg: ModelConfig) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(cfg)
+
+
+def parameter_digest(model: torch.nn.Module) -> str:
+    """sha256 over every parameter's bytes in name order: equal digests = bitwise-equal weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]

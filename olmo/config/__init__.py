@@ -1,0 +1,1 @@
+"""Typed configs: YAML + dotted overrides → dataclasses."""

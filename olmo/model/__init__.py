@@ -1,0 +1,6 @@
+"""The OLMo model: config, presets and the single-device transformer."""
+
+from olmo.model.config import PRESETS, ModelConfig
+from olmo.model.transformer import Transformer, build_model
+
+__all__ = ["PRESETS", "ModelConfig", "Transformer", "build_model"]

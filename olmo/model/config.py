@@ -1,0 +1,102 @@
+"""Model hyper-parameters and the presets we train (tiny CPU demo, OLMo-1B, OLMo-7B)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from olmo.errors import OlmoError
+
+
+def round_up(x: float, multiple: int) -> int:
+    return int(-(-x // multiple) * multiple)
+
+
+@dataclass
+class ModelConfig:
+    preset: str | None = None
+    """Start from a named preset (tiny, olmo-1b, olmo-7b); keys given beside it override it."""
+    d_model: int = 128
+    """Hidden size."""
+    n_layers: int = 4
+    """Number of transformer blocks."""
+    n_heads: int = 4
+    """Attention heads; d_model must be divisible by it."""
+    mlp_hidden_size: int | None = None
+    """SwiGLU hidden size; None = 8/3·d_model rounded up to a multiple of 128."""
+    vocab_size: int = 50280
+    """Tokenizer vocabulary; the embedding is padded up to a multiple of `vocab_multiple`."""
+    vocab_multiple: int = 128
+    """Pad the embedding rows to a multiple of this (tensor-core friendly shapes)."""
+    max_seq_len: int = 2048
+    """Longest sequence the RoPE tables are built for."""
+    rope_theta: float = 10000.0
+    """RoPE base frequency."""
+    weight_tying: bool = True
+    """Share the input embedding with the output projection (OLMo-1B: yes, OLMo-7B: no)."""
+    layer_norm_eps: float = 1e-5
+    """Epsilon of the non-parametric LayerNorm."""
+    init_std: float = 0.02
+    """Std of the normal init; output projections are scaled by 1/sqrt(2·n_layers)."""
+    block: Literal["olmo"] = "olmo"
+    """Block variant."""
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def hidden_size(self) -> int:
+        if self.mlp_hidden_size is not None:
+            return self.mlp_hidden_size
+        return round_up(8 * self.d_model / 3, 128)
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return round_up(self.vocab_size, self.vocab_multiple)
+
+    def resolved(self) -> ModelConfig:
+        """Apply the preset, then the explicitly given keys (those that differ from defaults)."""
+        if self.preset is None:
+            return self
+        if self.preset not in PRESETS:
+            raise OlmoError(f"model.preset: unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}")
+        base = PRESETS[self.preset]
+        defaults = ModelConfig()
+        changes = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "preset" and getattr(self, f.name) != getattr(defaults, f.name)
+        }
+        return dataclasses.replace(base, preset=self.preset, **changes)
+
+    def validate(self) -> None:
+        if self.d_model % self.n_heads:
+            raise OlmoError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+        if self.head_dim % 2:
+            raise OlmoError(f"model: head dim {self.head_dim} must be even for RoPE; change model.n_heads")
+        for key in ("d_model", "n_layers", "n_heads", "vocab_size", "max_seq_len"):
+            if getattr(self, key) <= 0:
+                raise OlmoError(f"model.{key} must be positive, got {getattr(self, key)}")
+
+    def num_params(self, include_embedding: bool = True) -> int:
+        """Closed-form parameter count (checked against the built model in tests)."""
+        d, h = self.d_model, self.hidden_size
+        per_block = 4 * d * d + 3 * d * h
+        emb = self.padded_vocab_size * d
+        total = self.n_layers * per_block
+        if include_embedding:
+            total += emb if self.weight_tying else 2 * emb
+        return total
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(d_model=128, n_layers=4, n_heads=4, max_seq_len=512, weight_tying=True),
+    "olmo-1b": ModelConfig(
+        d_model=2048, n_layers=16, n_heads=16, mlp_hidden_size=8192, weight_tying=True
+    ),
+    "olmo-7b": ModelConfig(
+        d_model=4096, n_layers=32, n_heads=32, mlp_hidden_size=11008, weight_tying=False
+    ),
+}

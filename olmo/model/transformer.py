@@ -1,0 +1,158 @@
+"""The OLMo decoder: no biases, non-parametric LayerNorm, SwiGLU, RoPE, causal SDPA.
+
+Single-device code: sharding, compilation and mixed precision are applied from outside
+(olmo.distributed.parallelize). Build on the meta device, then `init_weights()`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from olmo.model.config import ModelConfig
+
+
+class LayerNorm(nn.Module):
+    """Non-parametric LayerNorm, computed in fp32 for stability under bf16."""
+
+    def __init__(self, eps: float):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """RoPE tables (rotate-half convention, as OLMo and HF Olmo); kept in fp32."""
+
+    def __init__(self, head_dim: int, max_seq_len: int, theta: float):
+        super().__init__()
+        self.head_dim, self.max_seq_len, self.theta = head_dim, max_seq_len, theta
+        self.register_buffer("cos", torch.empty(max_seq_len, head_dim), persistent=False)
+        self.register_buffer("sin", torch.empty(max_seq_len, head_dim), persistent=False)
+
+    def reset_tables(self) -> None:
+        device = self.cos.device
+        inv_freq = 1.0 / (
+            self.theta ** (torch.arange(0, self.head_dim, 2, device=device, dtype=torch.float32) / self.head_dim)
+        )
+        t = torch.arange(self.max_seq_len, device=device, dtype=torch.float32)
+        freqs = torch.outer(t, inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.cos.copy_(emb.cos())
+        self.sin.copy_(emb.sin())
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # q, k: [batch, heads, seq, head_dim]
+        seq = q.shape[-2]
+        cos, sin = self.cos[:seq], self.sin[:seq]
+        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    xf = x.float()
+    x1, x2 = xf.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (xf * cos + rotated * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
+        # One fused projection: a single large matmul is faster than three small ones.
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, rope: RotaryEmbedding) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = rope(q, k)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: one fused input projection whose halves are (up, gate), as in OLMo."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.hidden = cfg.hidden_size
+        self.proj = nn.Linear(cfg.d_model, 2 * self.hidden, bias=False)
+        self.out = nn.Linear(self.hidden, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up, gate = self.proj(x).chunk(2, dim=-1)
+        return self.out(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attention_norm = LayerNorm(cfg.layer_norm_eps)
+        self.attention = Attention(cfg)
+        self.ff_norm = LayerNorm(cfg.layer_norm_eps)
+        self.feed_forward = FeedForward(cfg)
+
+    def forward(self, x: torch.Tensor, rope: RotaryEmbedding) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), rope)
+        return x + self.feed_forward(self.ff_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.embeddings = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
+        self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.layers = nn.ModuleDict({str(i): Block(cfg) for i in range(cfg.n_layers)})
+        self.final_norm = LayerNorm(cfg.layer_norm_eps)
+        self.lm_head = None if cfg.weight_tying else nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids [batch, seq] → logits [batch, seq, padded_vocab]."""
+        if input_ids.shape[-1] > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {input_ids.shape[-1]} > model.max_seq_len {self.cfg.max_seq_len}")
+        h = self.embeddings(input_ids)
+        for block in self.layers.values():
+            h = block(h, self.rope)
+        h = self.final_norm(h)
+        weight = self.embeddings.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(h, weight)
+
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        """Fill every parameter (and the RoPE tables) in place; works after `to_empty()`."""
+        std = self.cfg.init_std
+        out_std = std / math.sqrt(2 * self.cfg.n_layers)
+        nn.init.normal_(self.embeddings.weight, std=std, generator=generator)
+        for block in self.layers.values():
+            nn.init.normal_(block.attention.qkv.weight, std=std, generator=generator)
+            nn.init.normal_(block.attention.out.weight, std=out_std, generator=generator)
+            nn.init.normal_(block.feed_forward.proj.weight, std=std, generator=generator)
+            nn.init.normal_(block.feed_forward.out.weight, std=out_std, generator=generator)
+        if self.lm_head is not None:
+            nn.init.normal_(self.lm_head.weight, std=std, generator=generator)
+        self.rope.reset_tables()
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", seed: int | None = 0) -> Transformer:
+    """Build and initialise; on "meta" only the structure (call `to_empty` + `init_weights` later)."""
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    if str(device) == "meta":
+        return model
+    model.to_empty(device=device)
+    gen = None
+    if seed is not None:
+        gen = torch.Generator(device=device).manual_seed(seed)
+    model.init_weights(gen)
+    return model
