@@ -1,0 +1,1 @@
+"""Data: prepare token shards, a memory-mapped dataset and a deterministic, resumable loader."""
