@@ -1,0 +1,88 @@
+"""The `data:` config section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from olmo.errors import OlmoError
+
+if TYPE_CHECKING:  # keep `import olmo.config` light: numpy/tokenizers load on build only
+    from olmo.data.dataset import TokenDataset
+    from olmo.data.loader import DataLoader
+    from olmo.tokenizer import OlmoTokenizer
+
+BUNDLED = "bundled"
+
+
+@dataclass
+class DataConfig:
+    """Token data, tokenizer and sequence length."""
+
+    paths: list[str] = field(default_factory=lambda: [BUNDLED])
+    """Prepared token directories (outputs of `olmo prepare-data`), read in this order.
+    "bundled" = the bundled pydocs corpus, tokenized on first use into
+    `$OLMO_CACHE/data` (default `~/.cache/olmo-hpc/data`)."""
+    tokenizer: str = "olmo"
+    """Tokenizer: "olmo" (the bundled OLMo-1/7B tokenizer) or a tokenizers JSON file; must be
+    the one the directories in `paths` were prepared with."""
+    seq_len: int = 2048
+    """Tokens per training instance; the token stream is cut into instances of this length."""
+    num_workers: int = 0
+    """Background threads assembling upcoming batches; 0 = in the main thread. Batches are
+    identical either way."""
+    prefetch_batches: int = 2
+    """Batches assembled ahead of the training step when num_workers > 0."""
+
+    def validate(self) -> None:
+        """OlmoError naming the key for values that cannot work."""
+        if not self.paths or not all(isinstance(p, str) and p for p in self.paths):
+            raise OlmoError(f"data.paths={self.paths!r}: give prepared token dirs or 'bundled'")
+        if self.seq_len < 2:
+            raise OlmoError(f"data.seq_len={self.seq_len}: must be >= 2 (inputs + next token)")
+        if self.num_workers < 0:
+            raise OlmoError(f"data.num_workers={self.num_workers}: must be >= 0")
+        if self.prefetch_batches < 1:
+            raise OlmoError(f"data.prefetch_batches={self.prefetch_batches}: must be >= 1")
+        if not self.tokenizer:
+            raise OlmoError("data.tokenizer is empty: use 'olmo' or a tokenizers JSON path")
+
+    def build_tokenizer(self) -> OlmoTokenizer:
+        from olmo.tokenizer import load_tokenizer
+
+        return load_tokenizer(self.tokenizer)
+
+    def resolve_paths(self) -> list[Path]:
+        """`paths` with "bundled" replaced by its (prepared-on-first-use) cache dir."""
+        from olmo.data.prepare import prepare_bundled
+
+        return [prepare_bundled(self.tokenizer) if p == BUNDLED else Path(p) for p in self.paths]
+
+    def build_dataset(self, tokenizer: OlmoTokenizer | None = None) -> TokenDataset:
+        from olmo.data.dataset import TokenDataset
+
+        self.validate()
+        tok = tokenizer or self.build_tokenizer()
+        return TokenDataset(self.resolve_paths(), self.seq_len, tok)
+
+    def build_loader(
+        self,
+        global_batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        tokenizer: OlmoTokenizer | None = None,
+    ) -> DataLoader:
+        """Dataset + deterministic loader for one rank (`global_batch_size` in instances)."""
+        from olmo.data.loader import DataLoader
+
+        return DataLoader(
+            self.build_dataset(tokenizer),
+            global_batch_size,
+            seed,
+            rank=rank,
+            world_size=world_size,
+            num_workers=self.num_workers,
+            prefetch=self.prefetch_batches,
+        )
