@@ -25,7 +25,6 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 from tqdm import tqdm

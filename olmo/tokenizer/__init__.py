@@ -99,9 +99,7 @@ def _special_id(tok: Tokenizer, path: Path, given: int | None, token: str, what:
     if given is None:
         found = tok.token_to_id(token)
         if found is None:
-            raise OlmoError(
-                f"{path}: tokenizer has no {token!r} token; pass {what}_id explicitly"
-            )
+            raise OlmoError(f"{path}: tokenizer has no {token!r} token; pass {what}_id explicitly")
         return found
     if tok.id_to_token(given) is None:
         raise OlmoError(f"{path}: {what}_id {given} is not in the tokenizer's vocabulary")

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 
 # Pure-Python stdlib modules with substantial docstrings; importing them has no side effects.
-MODULES = """
+_MODULE_NAMES = """
 abc argparse ast asyncio.base_events asyncio.events asyncio.futures asyncio.locks asyncio.queues
 asyncio.streams asyncio.subprocess asyncio.tasks base64 bdb binascii bisect bz2 calendar cmd code
 codecs codeop collections collections.abc colorsys compileall concurrent.futures
@@ -46,7 +46,8 @@ time timeit token tokenize tomllib trace traceback tracemalloc types typing unit
 unittest.case unittest.mock urllib.error urllib.parse urllib.request urllib.robotparser uuid
 warnings wave weakref xml.dom.minidom xml.etree.ElementTree xml.sax xml.sax.handler
 xml.sax.saxutils xmlrpc.client xmlrpc.server zipapp zipfile zipimport zlib zoneinfo
-""".split()
+"""
+MODULES = _MODULE_NAMES.split()
 
 
 def topic_documents() -> list[dict[str, str]]:
