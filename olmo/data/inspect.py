@@ -1,0 +1,110 @@
+"""`olmo data inspect RUN_DIR_OR_CONFIG --step N`: the exact batch a training step consumed.
+
+Steps are numbered as the trainer logs them, 1-based: step 1 is the first optimizer step and
+consumes loader batch 0, so `--step N` shows loader batch `N - 1`. The batch is recomputed from
+the config alone (data paths, tokenizer, seq_len, train.seed, train.global_batch_size); its
+`batch_hash` matches the one in the step's metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from olmo.config.loader import from_dict, read_yaml
+from olmo.data.config import DataConfig
+from olmo.data.loader import DataLoader, batch_hash
+from olmo.errors import OlmoError
+
+PREVIEW_CHARS = 300  # decoded characters shown per instance in the human-readable output
+
+
+def load_run_config(path: str | Path) -> dict[str, Any]:
+    """The resolved config dict of a run dir (`RUN_DIR/config.yaml`) or a YAML config file."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.yaml"
+        if not p.is_file():
+            raise OlmoError(f"{p}: run directory has no config.yaml; pass the run's config file")
+    return read_yaml(p)
+
+
+def _train_int(cfg: dict[str, Any], key: str, source: str) -> int:
+    value = (cfg.get("train") or {}).get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise OlmoError(f"{source}: train.{key} must be an integer, got {value!r}")
+    return value
+
+
+def loader_from_config_dict(
+    cfg: dict[str, Any], rank: int = 0, world_size: int = 1, source: str = "config"
+) -> DataLoader:
+    """DataLoader from a config dict with sections `data:` and `train:` (seed, batch size)."""
+    data = from_dict(DataConfig, cfg.get("data") or {}, "data.", source)
+    data.validate()
+    seed = _train_int(cfg, "seed", source)
+    tokens = (cfg.get("train") or {}).get("global_batch_tokens")
+    if tokens is not None:  # an unresolved config may give the batch in tokens
+        gbs = _train_int(cfg, "global_batch_tokens", source) // data.seq_len
+    else:
+        gbs = _train_int(cfg, "global_batch_size", source)
+    return data.build_loader(gbs, seed, rank=rank, world_size=world_size)
+
+
+def inspect_step(cfg: dict[str, Any], step: int, source: str = "config") -> dict[str, Any]:
+    """`{"step", "indices", "batch_hash", "tokens"}` of trainer step `step` (1-based)."""
+    if step < 1:
+        raise OlmoError(f"--step {step}: steps are 1-based (step 1 is the first optimizer step)")
+    loader = loader_from_config_dict(cfg, source=source)
+    indices = loader.global_indices(step - 1)
+    tokens = loader.dataset.get_batch(indices)
+    return {
+        "step": step,
+        "indices": indices.tolist(),
+        "batch_hash": batch_hash(indices),
+        "tokens": tokens.tolist(),
+        "epoch": loader.epoch_of(step - 1),
+    }
+
+
+def format_human(result: dict[str, Any], decode) -> str:
+    """Indices, hash and a one-line preview of each instance's decoded text."""
+    lines = [
+        f"step {result['step']} (loader batch {result['step'] - 1}, epoch {result['epoch']}): "
+        f"{len(result['indices'])} instances, batch_hash {result['batch_hash']}"
+    ]
+    for index, toks in zip(result["indices"], result["tokens"], strict=True):
+        text = decode(toks)
+        preview = text[:PREVIEW_CHARS].replace("\n", "\\n")  # one line per instance
+        more = f" ... (+{len(text) - PREVIEW_CHARS} chars)" if len(text) > PREVIEW_CHARS else ""
+        lines.append(f"  [{index}] {preview}{more}")
+    return "\n".join(lines)
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register `olmo data inspect RUN_DIR_OR_CONFIG --step N [--json]`."""
+    data = subparsers.add_parser("data", help="inspect training data")
+    sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "inspect",
+        help="show the exact batch of a training step",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run", metavar="RUN_DIR_OR_CONFIG", help="run directory or YAML config")
+    p.add_argument("--step", type=int, required=True, help="trainer step, 1-based")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    cfg = load_run_config(args.run)
+    result = inspect_step(cfg, args.step, source=str(args.run))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        tok = from_dict(DataConfig, cfg.get("data") or {}, "data.").build_tokenizer()
+        print(format_human(result, tok.decode))
+    return 0
