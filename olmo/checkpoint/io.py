@@ -26,7 +26,9 @@ CONFIG = "config.yaml"
 def read_marker(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(ckpt_dir) / MARKER
     if not path.is_file():
-        raise OlmoError(f"{ckpt_dir}: not a committed checkpoint (no {MARKER}); it was never finished")
+        raise OlmoError(
+            f"{ckpt_dir}: not a committed checkpoint (no {MARKER}); it was never finished"
+        )
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -53,7 +55,9 @@ def load_model(ckpt_dir: str | os.PathLike, device: str = "cpu") -> Transformer:
     try:
         dcp.load(state, checkpoint_id=str(ckpt_dir))
     except Exception as e:  # DCP raises a variety of types for bad files
-        raise OlmoError(f"{ckpt_dir}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise OlmoError(
+            f"{ckpt_dir}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
     model.load_state_dict(state["model"])
     model.rope.reset_tables()
     return model
@@ -65,7 +69,9 @@ def write_marker(ckpt_dir: Path, info: dict[str, Any]) -> None:
     os.replace(tmp, ckpt_dir / MARKER)
 
 
-def save_model(model: Transformer, out_dir: str | os.PathLike, config: dict[str, Any] | None = None) -> Path:
+def save_model(
+    model: Transformer, out_dir: str | os.PathLike, config: dict[str, Any] | None = None
+) -> Path:
     """Write a model-only checkpoint (single process) atomically: temp dir, marker, rename."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):

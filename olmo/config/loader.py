@@ -28,15 +28,21 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML mapping; a missing file, bad YAML or a non-mapping is a one-line error."""
     p = Path(path)
     if not p.is_file():
-        raise OlmoError(f"{p}: config file not found; pass an existing YAML file (e.g. configs/tiny.yaml)")
+        raise OlmoError(
+            f"{p}: config file not found; pass an existing YAML file (e.g. configs/tiny.yaml)"
+        )
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
-        raise OlmoError(f"{p}: not valid UTF-8 ({e.reason} at byte {e.start}); save it as UTF-8") from None
+        raise OlmoError(
+            f"{p}: not valid UTF-8 ({e.reason} at byte {e.start}); save it as UTF-8"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        raise OlmoError(f"{p}{where}: invalid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+        raise OlmoError(
+            f"{p}{where}: invalid YAML ({getattr(e, 'problem', e)}); fix the syntax"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -89,7 +95,9 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "", source: str = "config") -> T:
     """Build dataclass `cls` from `data`, checking every key and type."""
     if not isinstance(data, dict):
-        raise OlmoError(f"{source}: '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {type(data).__name__}")
+        raise OlmoError(
+            f"{source}: '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {type(data).__name__}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
@@ -114,7 +122,9 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    bad = OlmoError(f"{source}: key '{key}' expects {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    bad = OlmoError(
+        f"{source}: key '{key}' expects {_type_name(tp)}, got {type(value).__name__} {value!r}"
+    )
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key + ".", source)
     if origin in (typing.Union, types.UnionType):
@@ -128,7 +138,9 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         raise bad
     if origin is typing.Literal:
         if value not in args:
-            raise OlmoError(f"{source}: key '{key}' must be one of {', '.join(map(repr, args))}, got {value!r}")
+            raise OlmoError(
+                f"{source}: key '{key}' must be one of {', '.join(map(repr, args))}, got {value!r}"
+            )
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -182,7 +194,7 @@ def field_docs(cls: type) -> dict[str, str]:
         return {}
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:]):
+    for node, nxt in zip(body, body[1:], strict=False):
         if (
             isinstance(node, ast.AnnAssign)
             and isinstance(node.target, ast.Name)
@@ -207,5 +219,7 @@ def describe(cls: type, prefix: str = "") -> list[str]:
             lines.extend(describe(tp, f"{prefix}{f.name}."))
         else:
             default = getattr(defaults, f.name)
-            lines.append(f"  {prefix}{f.name} ({_type_name(tp)}, default {default!r}): {docs.get(f.name, '')}")
+            lines.append(
+                f"  {prefix}{f.name} ({_type_name(tp)}, default {default!r}): {docs.get(f.name, '')}"
+            )
     return lines

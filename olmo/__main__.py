@@ -1,0 +1,5 @@
+import sys
+
+from olmo.cli import main
+
+sys.exit(main())

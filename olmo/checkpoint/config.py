@@ -1,0 +1,23 @@
+"""When and how checkpoints are written and found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class CheckpointConfig:
+    interval: int = 1000
+    """Save every N optimizer steps; 0 = only at the end and on signals."""
+    interval_minutes: float = 0.0
+    """Also save when this many minutes passed since the last save; 0 = off."""
+    keep_last: int = 3
+    """Committed checkpoints to keep (older ones are deleted after a newer one commits)."""
+    async_save: bool = False
+    """Write in the background (on its own process group) and keep training; the next save,
+    a signal exit and the end of training wait for it."""
+    load: str = "auto"
+    """'auto' = resume from the newest valid checkpoint of the run dir (start fresh if none);
+    'none' = always start fresh; or a checkpoint directory path."""
+    save_final: bool = True
+    """Write a checkpoint after the last step."""

@@ -1,0 +1,65 @@
+"""The root training config: one section per component, loaded from YAML + overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from olmo.checkpoint.config import CheckpointConfig
+from olmo.config.loader import deep_merge, from_dict, parse_overrides, read_yaml, to_dict
+from olmo.data.config import DataConfig
+from olmo.distributed.config import DistributedConfig
+from olmo.errors import OlmoError
+from olmo.model.config import ModelConfig
+from olmo.train.config import OptimConfig, SchedulerConfig, TrainerConfig
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Architecture (or a preset name under model.preset)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Token data, tokenizer and sequence length."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """AdamW settings and gradient clipping."""
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    """Learning-rate warm-up and decay."""
+    train: TrainerConfig = field(default_factory=TrainerConfig)
+    """Steps, batch sizes, precision, logging, fault-tolerance knobs."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoint cadence, retention and resume."""
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """Process group, FSDP, activation checkpointing, compile."""
+
+    def resolve(self) -> Config:
+        """Apply presets and derived values, then validate: the saved config is this one."""
+        self.model = self.model.resolved()
+        self.model.validate()
+        self.data.validate()
+        if self.data.seq_len > self.model.max_seq_len:
+            raise OlmoError(
+                f"data.seq_len ({self.data.seq_len}) > model.max_seq_len ({self.model.max_seq_len}); lower one or raise the other"
+            )
+        self.train.global_batch_size = self.train.batch_instances(self.data.seq_len)
+        self.train.global_batch_tokens = None
+        for key in ("max_steps", "global_batch_size", "micro_batch_size", "log_interval"):
+            if getattr(self.train, key) <= 0:
+                raise OlmoError(f"train.{key} must be positive, got {getattr(self.train, key)}")
+        if self.optim.lr <= 0 or len(self.optim.betas) != 2:
+            raise OlmoError("optim.lr must be > 0 and optim.betas must hold two numbers")
+        return self
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """YAML file (optional) + dotted overrides → validated Config."""
+    data: dict[str, Any] = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "config"
+    if overrides:
+        data = deep_merge(data, parse_overrides(overrides))
+        source += " + overrides"
+    return from_dict(Config, data, "", source).resolve()
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return to_dict(cfg)

@@ -1,0 +1,77 @@
+"""Optimizer, schedule and trainer settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from olmo.errors import OlmoError
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 4.0e-4
+    """Peak learning rate."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    """AdamW betas (OLMo: 0.9, 0.95)."""
+    eps: float = 1.0e-5
+    """AdamW epsilon."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay on matrices; embeddings included as in OLMo-7B."""
+    grad_clip: float = 1.0
+    """Clip the global L2 norm of the gradients to this; 0 disables clipping."""
+    fused: bool | None = None
+    """Fused AdamW kernel; None = on for CUDA/ROCm, foreach on CPU."""
+
+
+@dataclass
+class SchedulerConfig:
+    decay: Literal["linear", "cosine", "inv_sqrt", "constant"] = "linear"
+    """Shape of the decay after warm-up."""
+    warmup_steps: int = 5000
+    """Linear warm-up from 0 to the peak LR over this many steps."""
+    decay_steps: int | None = None
+    """Steps of decay after warm-up; None = until train.max_steps."""
+    final_lr_ratio: float = 0.1
+    """The LR floor as a fraction of the peak (OLMo: 0.1)."""
+
+
+@dataclass
+class TrainerConfig:
+    seed: int = 0
+    """Seed of the weight init and of the data order (with the epoch)."""
+    max_steps: int = 1000
+    """Optimizer steps to train for."""
+    global_batch_size: int = 512
+    """Instances (sequences) per optimizer step, summed over all ranks."""
+    global_batch_tokens: int | None = None
+    """Alternative to global_batch_size, in tokens; must be a multiple of data.seq_len."""
+    micro_batch_size: int = 4
+    """Instances per forward/backward on one rank; gradients accumulate to the global batch."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto = bf16 compute with fp32 master weights on accelerators, fp32 on CPU."""
+    log_interval: int = 1
+    """Fetch loss/grad-norm from the device every N steps (each fetch is a host sync)."""
+    eval_interval: int = 0
+    """Held-out perplexity every N steps; 0 = only at the end (if eval data exists)."""
+    eval_holdout_instances: int = 0
+    """Hold out the last N instances of the data for evaluation (never trained on)."""
+    eval_batches: int = 8
+    """Evaluation batches (of micro_batch_size per rank) per evaluation."""
+    max_nonfinite_steps: int = 5
+    """Stop with an error after this many consecutive steps with a non-finite loss (each skipped)."""
+    watchdog_timeout_s: float = 0.0
+    """Dump every thread's stack and exit if no step completes in this time; 0 = off."""
+    walltime_margin_s: float = 300.0
+    """Under SLURM, checkpoint and exit for requeue this long before the job's end time."""
+    progress: Literal["auto", "bar", "lines"] = "auto"
+    """Console output: a progress bar on a TTY, plain log lines otherwise (SLURM logs)."""
+
+    def batch_instances(self, seq_len: int) -> int:
+        if self.global_batch_tokens is None:
+            return self.global_batch_size
+        if self.global_batch_tokens % seq_len:
+            raise OlmoError(
+                f"train.global_batch_tokens ({self.global_batch_tokens}) must be a multiple of data.seq_len ({seq_len})"
+            )
+        return self.global_batch_tokens // seq_len

@@ -1,0 +1,58 @@
+"""Held-out perplexity: fixed instances (the data's held-out tail), split across ranks."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from olmo.data.split import InstanceRange
+from olmo.train.callbacks import Callback
+from olmo.train.loss import cross_entropy_loss
+
+if TYPE_CHECKING:
+    from olmo.train.trainer import Trainer
+
+
+@torch.no_grad()
+def heldout_loss(trainer: Trainer, data: InstanceRange, batches: int) -> float:
+    """Mean token loss over the first `batches` global micro-batches of the held-out data."""
+    env, mbs = trainer.env, trainer.cfg.train.micro_batch_size
+    n = min(len(data), batches * mbs * env.world_size)
+    mine = np.arange(n)[env.rank :: env.world_size]
+    total = torch.zeros(2, dtype=torch.float64)
+    was_training = trainer.model.training
+    trainer.model.eval()
+    for chunk in np.array_split(mine, max(1, math.ceil(len(mine) / mbs))):
+        if len(chunk) == 0:
+            continue
+        batch = torch.from_numpy(data.get_batch(chunk)).to(env.device)
+        with trainer.parts.autocast():
+            logits = trainer.model(batch[:, :-1])
+        loss, count = cross_entropy_loss(logits, batch[:, 1:])
+        total += torch.tensor([loss.item(), count], dtype=torch.float64)
+    trainer.model.train(was_training)
+    if env.world_size > 1:
+        dist.all_reduce(total)
+    return (total[0] / total[1]).item()
+
+
+class HeldOutEval(Callback):
+    def __init__(self, data: InstanceRange, interval: int, batches: int):
+        self.data, self.interval, self.batches = data, interval, batches
+        self.results: dict[int, float] = {}
+
+    def post_step(self, trainer: Trainer, step: int) -> None:
+        due = self.interval > 0 and step % self.interval == 0
+        if due or step == trainer.cfg.train.max_steps:
+            self.results[step] = heldout_loss(trainer, self.data, self.batches)
+
+    def on_metrics(self, trainer: Trainer, records: list[dict[str, Any]]) -> None:
+        for rec in records:
+            if rec["step"] in self.results:
+                loss = self.results.pop(rec["step"])
+                rec["eval_loss"] = loss
+                rec["eval_ppl"] = math.exp(min(loss, 50.0))

@@ -1,0 +1,200 @@
+"""Builds everything the loop needs from a Config: process group, run dir, data, model, optimizer."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from olmo.checkpoint.checkpointer import Checkpointer
+from olmo.config.loader import save_yaml
+from olmo.config.schema import Config, config_to_dict
+from olmo.data.loader import DataLoader
+from olmo.data.split import InstanceRange, holdout_split
+from olmo.distributed.env import DistEnv, destroy, init_distributed, set_collective_timeout
+from olmo.distributed.parallelize import parallelize_model
+from olmo.model import Transformer, build_model
+from olmo.train.callbacks import Callback, ConsoleProgress, MetricsWriter, truncate_metrics
+from olmo.train.optim import build_optimizer
+
+log = logging.getLogger("olmo.train")
+
+
+@dataclass
+class Components:
+    cfg: Config
+    env: DistEnv
+    run_dir: Path
+    model: Transformer
+    optim: torch.optim.Optimizer
+    loader: DataLoader
+    eval_data: InstanceRange | None
+    checkpointer: Checkpointer
+    bf16: bool
+    attempt: int
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        # FSDP's MixedPrecisionPolicy already computes in bf16; autocast covers the non-FSDP path.
+        if self.bf16 and not self.cfg.distributed.fsdp:
+            return torch.autocast(self.env.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def after_first_step(self) -> None:
+        set_collective_timeout(self.cfg.distributed.collective_timeout_s)
+
+    def on_resume(self, step: int) -> None:
+        if self.env.is_main:
+            dropped = truncate_metrics(self.run_dir / "metrics.jsonl", step)
+            if dropped:
+                log.info(
+                    "metrics.jsonl: %d records after step %d superseded by this attempt",
+                    dropped,
+                    step,
+                )
+
+    def close(self) -> None:
+        destroy()
+
+
+def setup_logging(rank: int) -> None:
+    level = logging.INFO if rank == 0 else logging.WARNING
+    fmt = f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+
+
+def use_bf16(cfg: Config, device: torch.device) -> bool:
+    if cfg.train.precision == "auto":
+        return device.type == "cuda"
+    return cfg.train.precision == "bf16"
+
+
+def build_model_for(cfg: Config, env: DistEnv, bf16: bool) -> Transformer:
+    """CPU init (identical bits for any world size/vendor) or meta init (only shards materialise)."""
+    torch.manual_seed(cfg.train.seed)
+    if cfg.distributed.init_device == "meta":
+        model = build_model(cfg.model, device="meta")
+        parallelize_model(model, cfg.distributed, env.device, bf16)
+        model.to_empty(device=env.device)
+        model.init_weights()
+        return model
+    model = build_model(cfg.model, device="cpu", seed=cfg.train.seed)
+    if env.device.type != "cpu" and not cfg.distributed.fsdp:
+        model.to(env.device)
+    return parallelize_model(model, cfg.distributed, env.device, bf16)
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config, env: DistEnv) -> int:
+    """Rank 0 writes the resolved config and env record; returns this attempt's number (1-based)."""
+    attempts = run_dir / "attempts.jsonl"
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(config_to_dict(cfg), run_dir / "config.yaml")
+        (run_dir / "env.json").write_text(json.dumps(environment_record(env), indent=1))
+        with open(attempts, "a") as f:
+            f.write(
+                json.dumps(
+                    {
+                        "time": time.time(),
+                        "world_size": env.world_size,
+                        "host": socket.gethostname(),
+                        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                        "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+                    }
+                )
+                + "\n"
+            )
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return len(attempts.read_text().splitlines()) if attempts.exists() else 1
+
+
+def environment_record(env: DistEnv) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "host": socket.gethostname(),
+        "world_size": env.world_size,
+        "backend": env.backend,
+        "device": str(env.device),
+        "cuda": torch.version.cuda,
+        "hip": getattr(torch.version, "hip", None),
+    }
+    if env.device.type == "cuda":
+        rec["device_name"] = torch.cuda.get_device_name(env.device)
+    rec["slurm"] = {
+        k: v for k, v in os.environ.items() if k.startswith("SLURM_") and k in _SLURM_KEYS
+    }
+    return rec
+
+
+_SLURM_KEYS = {
+    "SLURM_JOB_ID",
+    "SLURM_JOB_NODELIST",
+    "SLURM_NNODES",
+    "SLURM_NTASKS",
+    "SLURM_RESTART_COUNT",
+    "SLURM_CLUSTER_NAME",
+}
+
+
+def build_components(cfg: Config, run_dir: Path) -> Components:
+    env = init_distributed(cfg.distributed.backend, cfg.distributed.init_timeout_s)
+    setup_logging(env.rank)
+    run_dir = Path(run_dir)
+    attempt = prepare_run_dir(run_dir, cfg, env)
+    tokenizer = cfg.data.build_tokenizer()
+    if cfg.model.vocab_size < tokenizer.vocab_size:
+        from olmo.errors import OlmoError
+
+        raise OlmoError(
+            f"model.vocab_size ({cfg.model.vocab_size}) < tokenizer vocabulary ({tokenizer.vocab_size})"
+        )
+    train_data, eval_data = holdout_split(
+        cfg.data.build_dataset(tokenizer), cfg.train.eval_holdout_instances
+    )
+    loader = DataLoader(
+        train_data,
+        cfg.train.global_batch_size,
+        cfg.train.seed,
+        rank=env.rank,
+        world_size=env.world_size,
+        num_workers=cfg.data.num_workers,
+        prefetch=cfg.data.prefetch_batches,
+    )
+    bf16 = use_bf16(cfg, env.device)
+    model = build_model_for(cfg, env, bf16)
+    optim = build_optimizer(model, cfg.optim, env.device)
+    ckpt = Checkpointer(
+        run_dir / "checkpoints", cfg.checkpoint, env.rank, env.world_size, config_to_dict(cfg)
+    )
+    log.info(
+        "model %s params, %d ranks on %s, bf16=%s, %d train instances of %d tokens",
+        f"{cfg.model.num_params():,}",
+        env.world_size,
+        env.device,
+        bf16,
+        len(train_data),
+        cfg.data.seq_len,
+    )
+    return Components(cfg, env, run_dir, model, optim, loader, eval_data, ckpt, bf16, attempt)
+
+
+def default_callbacks(cfg: Config, parts: Components) -> list[Callback]:
+    from olmo.train.evaluate import HeldOutEval
+
+    cbs: list[Callback] = []
+    if parts.eval_data is not None:
+        cbs.append(HeldOutEval(parts.eval_data, cfg.train.eval_interval, cfg.train.eval_batches))
+    cbs.append(ConsoleProgress(cfg.train.progress, cfg.train.max_steps))
+    cbs.append(MetricsWriter(parts.run_dir / "metrics.jsonl"))
+    return cbs

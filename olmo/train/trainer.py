@@ -1,0 +1,271 @@
+"""The training loop: a list of steps; side concerns live in callbacks.
+
+Works the same at any world size (a 1-rank group when launched without torchrun/srun).
+Step numbers are 1-based: step s consumes loader batch s-1 and its logged loss is computed
+with the weights before step s's update.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from olmo.checkpoint.checkpointer import Checkpointer
+from olmo.config.schema import Config
+from olmo.data.loader import batch_hash as batch_hash_of
+from olmo.errors import OlmoError
+from olmo.train.callbacks import Callback
+from olmo.train.fault import REQUEUE_EXIT_CODE, StopFlag, Watchdog, slurm_end_time
+from olmo.train.loss import cross_entropy_loss
+from olmo.train.optim import lr_factor, set_lr
+from olmo.train.setup import Components
+
+log = logging.getLogger("olmo.train")
+
+
+class NonFiniteLossError(OlmoError):
+    exit_code = 3
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    """Optimizer steps completed."""
+    tokens_seen: int = 0
+    nonfinite_in_a_row: int = 0
+    skipped_steps: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Pending:
+    """Per-step values still on the device, fetched together at the next log flush."""
+
+    step: int
+    loss_sum: torch.Tensor
+    grad_norm: torch.Tensor
+    lr: float
+    batch_hash: str
+    tokens: int
+
+
+class Trainer:
+    def __init__(self, cfg: Config, parts: Components, callbacks: list[Callback]):
+        self.cfg, self.parts, self.callbacks = cfg, parts, callbacks
+        self.env, self.model, self.optim, self.loader = (
+            parts.env,
+            parts.model,
+            parts.optim,
+            parts.loader,
+        )
+        self.state = TrainState()
+        self.stop = StopFlag()
+        self.checkpointer: Checkpointer = parts.checkpointer
+        self.deadline = None
+        self._pending: list[_Pending] = []
+        self._interval_start = time.perf_counter()
+        self.seq_len = cfg.data.seq_len
+        self.gbs = cfg.train.global_batch_size
+        self.tokens_per_step = self.gbs * (self.seq_len - 1)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def fit(self) -> int:
+        """Train to max_steps; returns the process exit code (0, or REQUEUE_EXIT_CODE)."""
+        self.stop.install()
+        self._resume()
+        self._batches = iter(self.loader)
+        end = slurm_end_time()
+        self.deadline = end - self.cfg.train.walltime_margin_s if end else None
+        watchdog = Watchdog(
+            self.cfg.train.watchdog_timeout_s,
+            self.parts.run_dir / "stacks" / f"rank{self.env.rank}.txt",
+        ).start()
+        self._emit("on_train_start")
+        status = "completed"
+        try:
+            while self.state.step < self.cfg.train.max_steps:
+                self.train_step()
+                watchdog.beat()
+                if self.state.step == 1:
+                    self.parts.after_first_step()
+                if self._at_boundary() == "stop":
+                    status = "requeue"
+                    break
+            self._flush()
+            if (
+                status == "completed"
+                and self.cfg.checkpoint.save_final
+                and not self._saved_at(self.state.step)
+            ):
+                self.save()
+            self.checkpointer.wait()
+        finally:
+            watchdog.stop()
+            self.stop.uninstall()
+        self._emit("on_train_end", status)
+        if status == "requeue":
+            log.warning(
+                "stopping at step %d for requeue (exit code %d)", self.state.step, REQUEUE_EXIT_CODE
+            )
+            return REQUEUE_EXIT_CODE
+        return 0
+
+    def _resume(self) -> None:
+        path = self.checkpointer.find_resume_point()
+        if path is None:
+            return
+        saved = self.checkpointer.load(path, self.model, self.optim)
+        if saved is not None:
+            self.state = TrainState(**saved["train_state"])
+            self.loader.load_state_dict(saved["loader"])
+        self.parts.on_resume(self.state.step)
+        log.info("resumed from %s at step %d", path, self.state.step)
+
+    # ---- one step -----------------------------------------------------------------------
+    def train_step(self) -> None:
+        step = self.state.step + 1
+        self._emit("pre_step", step)
+        lr = self.cfg.optim.lr * lr_factor(step, self.cfg.scheduler, self.cfg.train.max_steps)
+        set_lr(self.optim, lr)
+        index, batch = next(self._batches)
+        if index != step - 1:
+            raise RuntimeError(f"data loader out of sync: batch {index} for step {step}")
+        batch_hash = batch_hash_of(self.loader.global_indices(index))
+        batch = batch.to(self.env.device, non_blocking=True)
+        loss_sum = self.forward_backward(batch)
+        grad_norm = self.clip_gradients()
+        if torch.isfinite(grad_norm):
+            self.optim.step()
+            self.state.nonfinite_in_a_row = 0
+        else:
+            self._nonfinite(step)
+        self.optim.zero_grad(set_to_none=True)
+        self.state.step = step
+        self.state.tokens_seen += self.gbs * self.seq_len
+        self._pending.append(
+            _Pending(step, loss_sum, grad_norm, lr, batch_hash, self.tokens_per_step)
+        )
+        self._emit("post_step", step)
+
+    def forward_backward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Accumulate gradients over micro-batches; returns this rank's summed token loss."""
+        micro = batch.split(self.cfg.train.micro_batch_size)
+        # FSDP averages gradients over ranks; scale so the result is the global-batch mean.
+        scale = self.env.world_size / self.tokens_per_step
+        total = torch.zeros((), device=self.env.device)
+        fsdp = hasattr(self.model, "set_requires_gradient_sync")
+        for i, mb in enumerate(micro):
+            if fsdp:
+                self.model.set_requires_gradient_sync(i == len(micro) - 1)
+            with self.parts.autocast():
+                logits = self.model(mb[:, :-1])
+            loss, _ = cross_entropy_loss(logits, mb[:, 1:])
+            (loss * scale).backward()
+            total += loss.detach()
+        return total
+
+    def clip_gradients(self) -> torch.Tensor:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+    def _nonfinite(self, step: int) -> None:
+        self.state.nonfinite_in_a_row += 1
+        self.state.skipped_steps.append(step)
+        log.warning(
+            "step %d: non-finite loss/gradients, update skipped (%d in a row)",
+            step,
+            self.state.nonfinite_in_a_row,
+        )
+        if self.state.nonfinite_in_a_row >= self.cfg.train.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"stopping: {self.state.nonfinite_in_a_row} consecutive steps with non-finite loss "
+                f"(train.max_nonfinite_steps); lower optim.lr or resume from an earlier checkpoint"
+            )
+
+    # ---- step boundary ------------------------------------------------------------------
+    def _at_boundary(self) -> str:
+        """Log, evaluate, checkpoint; all ranks agree (one collective) on stopping early."""
+        step = self.state.step
+        if step % self.cfg.train.log_interval == 0:
+            self._flush()
+        flags = torch.tensor(
+            [
+                float(self.stop.is_set),
+                float(self.deadline is not None and time.time() >= self.deadline),
+                float(self.checkpointer.due(step)),
+            ]
+        )
+        if self.env.world_size > 1:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        stop = bool(flags[0] or flags[1])
+        if stop or flags[2]:
+            if stop:
+                self._flush()
+                reason = f"signal {self.stop.signum}" if flags[0] else "walltime"
+                log.warning("step %d: %s → checkpoint and exit", step, reason)
+            self.save()
+        return "stop" if stop else "continue"
+
+    def save(self) -> None:
+        self._flush()
+        trainer_state = {"train_state": self.state.to_dict(), "loader": self.loader.state_dict()}
+        self.checkpointer.save(self.state.step, self.model, self.optim, trainer_state)
+        self._emit("on_checkpoint", self.state.step)
+
+    def _saved_at(self, step: int) -> bool:
+        return (self.checkpointer.root / f"step{step}").is_dir()
+
+    def _flush(self) -> None:
+        """Fetch pending device values once (one all-reduce, one host sync) and emit records."""
+        if not self._pending:
+            return
+        now = time.perf_counter()
+        elapsed = now - self._interval_start
+        self._interval_start = now
+        losses = torch.stack([p.loss_sum for p in self._pending]).float()
+        if self.env.world_size > 1:
+            dist.all_reduce(losses)
+        losses = (losses / self.tokens_per_step).tolist()
+        norms = torch.stack([p.grad_norm.float() for p in self._pending]).tolist()
+        tok_s = len(self._pending) * self.gbs * self.seq_len / max(elapsed, 1e-9)
+        records = [
+            {
+                "step": p.step,
+                "loss": loss,
+                "lr": p.lr,
+                "grad_norm": gn,
+                "tokens_seen": p.step * self.gbs * self.seq_len,
+                "tokens_per_s": tok_s,
+                "batch_hash": p.batch_hash,
+                "time": time.time(),
+                "attempt": self.parts.attempt,
+            }
+            for p, loss, gn in zip(self._pending, losses, norms, strict=True)
+        ]
+        self._pending.clear()
+        self._emit("on_metrics", records)
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+
+def run_training(cfg: Config, run_dir: Path) -> int:
+    from olmo.train.setup import build_components, default_callbacks
+
+    parts = build_components(cfg, run_dir)
+    try:
+        trainer = Trainer(cfg, parts, default_callbacks(cfg, parts))
+        return trainer.fit()
+    finally:
+        parts.close()
