@@ -6,8 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from olmo.data.config import DataConfig
 from olmo.data.dataset import TokenDataset
+from olmo.data.loader import DataLoader
 from olmo.errors import OlmoError
+from olmo.tokenizer import OlmoTokenizer
 
 
 class InstanceRange:
@@ -36,3 +39,28 @@ def holdout_split(
             f"train.eval_holdout_instances={holdout} but the data has only {n} instances; lower it"
         )
     return InstanceRange(dataset, 0, n - holdout), InstanceRange(dataset, n - holdout, n)
+
+
+def build_train_data(
+    data_cfg: DataConfig,
+    seed: int,
+    global_batch_size: int,
+    holdout: int,
+    rank: int = 0,
+    world_size: int = 1,
+    tokenizer: OlmoTokenizer | None = None,
+) -> tuple[DataLoader, InstanceRange | None]:
+    """The training loader and the held-out eval range: the one place both the trainer and
+    `olmo data inspect` build them, so an inspected batch is exactly the trained one."""
+    tok = tokenizer or data_cfg.build_tokenizer()
+    train, held_out = holdout_split(data_cfg.build_dataset(tok), holdout)
+    loader = DataLoader(
+        train,
+        global_batch_size,
+        seed,
+        rank=rank,
+        world_size=world_size,
+        num_workers=data_cfg.num_workers,
+        prefetch=data_cfg.prefetch_batches,
+    )
+    return loader, held_out

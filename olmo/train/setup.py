@@ -20,9 +20,10 @@ from olmo.checkpoint.checkpointer import Checkpointer
 from olmo.config.loader import save_yaml
 from olmo.config.schema import Config, config_to_dict
 from olmo.data.loader import DataLoader
-from olmo.data.split import InstanceRange, holdout_split
+from olmo.data.split import InstanceRange, build_train_data
 from olmo.distributed.env import DistEnv, destroy, init_distributed, set_collective_timeout
 from olmo.distributed.parallelize import parallelize_model
+from olmo.errors import OlmoError
 from olmo.model import Transformer, build_model
 from olmo.train.callbacks import Callback, ConsoleProgress, MetricsWriter, truncate_metrics
 from olmo.train.optim import build_optimizer
@@ -154,22 +155,17 @@ def build_components(cfg: Config, run_dir: Path) -> Components:
     attempt = prepare_run_dir(run_dir, cfg, env)
     tokenizer = cfg.data.build_tokenizer()
     if cfg.model.vocab_size < tokenizer.vocab_size:
-        from olmo.errors import OlmoError
-
         raise OlmoError(
             f"model.vocab_size ({cfg.model.vocab_size}) < tokenizer vocabulary ({tokenizer.vocab_size})"
         )
-    train_data, eval_data = holdout_split(
-        cfg.data.build_dataset(tokenizer), cfg.train.eval_holdout_instances
-    )
-    loader = DataLoader(
-        train_data,
-        cfg.train.global_batch_size,
+    loader, eval_data = build_train_data(
+        cfg.data,
         cfg.train.seed,
-        rank=env.rank,
-        world_size=env.world_size,
-        num_workers=cfg.data.num_workers,
-        prefetch=cfg.data.prefetch_batches,
+        cfg.train.global_batch_size,
+        cfg.train.eval_holdout_instances,
+        env.rank,
+        env.world_size,
+        tokenizer,
     )
     bf16 = use_bf16(cfg, env.device)
     model = build_model_for(cfg, env, bf16)
@@ -183,7 +179,7 @@ def build_components(cfg: Config, run_dir: Path) -> Components:
         env.world_size,
         env.device,
         bf16,
-        len(train_data),
+        len(loader.dataset),
         cfg.data.seq_len,
     )
     return Components(cfg, env, run_dir, model, optim, loader, eval_data, ckpt, bf16, attempt)
