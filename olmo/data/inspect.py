@@ -2,8 +2,9 @@
 
 Steps are numbered as the trainer logs them, 1-based: step 1 is the first optimizer step and
 consumes loader batch 0, so `--step N` shows loader batch `N - 1`. The batch is recomputed from
-the config alone (data paths, tokenizer, seq_len, train.seed, train.global_batch_size); its
-`batch_hash` matches the one in the step's metrics.
+the config alone (data paths, tokenizer, seq_len, train.seed, train.global_batch_size,
+train.eval_holdout_instances) with the trainer's own builder; its `batch_hash` matches the one in
+the step's metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from olmo.config.loader import from_dict, read_yaml
 from olmo.data.config import DataConfig
 from olmo.data.loader import DataLoader, batch_hash
+from olmo.data.split import build_train_data
 from olmo.errors import OlmoError
 
 PREVIEW_CHARS = 300  # decoded characters shown per instance in the human-readable output
@@ -41,7 +43,8 @@ def _train_int(cfg: dict[str, Any], key: str, source: str) -> int:
 def loader_from_config_dict(
     cfg: dict[str, Any], rank: int = 0, world_size: int = 1, source: str = "config"
 ) -> DataLoader:
-    """DataLoader from a config dict with sections `data:` and `train:` (seed, batch size)."""
+    """The trainer's DataLoader from a config dict: `data:` plus `train:` (seed,
+    global_batch_size or global_batch_tokens, eval_holdout_instances)."""
     data = from_dict(DataConfig, cfg.get("data") or {}, "data.", source)
     data.validate()
     seed = _train_int(cfg, "seed", source)
@@ -50,7 +53,12 @@ def loader_from_config_dict(
         gbs = _train_int(cfg, "global_batch_tokens", source) // data.seq_len
     else:
         gbs = _train_int(cfg, "global_batch_size", source)
-    return data.build_loader(gbs, seed, rank=rank, world_size=world_size)
+    holdout = (cfg.get("train") or {}).get("eval_holdout_instances") or 0
+    if holdout:
+        holdout = _train_int(cfg, "eval_holdout_instances", source)
+    # The trainer's own builder: the held-out tail is excluded exactly as in training.
+    loader, _ = build_train_data(data, seed, gbs, holdout, rank=rank, world_size=world_size)
+    return loader
 
 
 def inspect_step(cfg: dict[str, Any], step: int, source: str = "config") -> dict[str, Any]:

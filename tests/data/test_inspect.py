@@ -42,6 +42,14 @@ def test_step_n_is_loader_batch_n_minus_1(cfg):
     assert eos_count >= 1  # ~13 tokens per document: every 16-token instance nearly has one
 
 
+def test_holdout_is_excluded_like_in_training(cfg):
+    full = len(loader_from_config_dict(cfg).dataset)
+    held = {**cfg, "train": {**cfg["train"], "eval_holdout_instances": 5}}
+    loader = loader_from_config_dict(held)
+    assert len(loader.dataset) == full - 5
+    assert inspect_step(held, 2)["indices"] == global_order(full - 5, 5, 0)[4:8].tolist()
+
+
 def test_cli_json_from_run_dir(cfg, tmp_path, capsys):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     parser = argparse.ArgumentParser()
