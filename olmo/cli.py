@@ -11,7 +11,12 @@ from pathlib import Path
 from olmo.errors import OlmoError
 
 # Subcommands registered by their own modules (each defines add_cli(subparsers)).
-SUBCOMMAND_MODULES = ["olmo.data.prepare", "olmo.data.inspect", "olmo.model.convert_cli"]
+SUBCOMMAND_MODULES = [
+    "olmo.data.prepare",
+    "olmo.data.inspect",
+    "olmo.model.convert_cli",
+    "olmo.envinfo",
+]
 
 
 def _train(args: argparse.Namespace) -> int:

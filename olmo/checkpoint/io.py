@@ -17,6 +17,7 @@ import torch.distributed.checkpoint as dcp
 
 from olmo.config.loader import from_dict, read_yaml, save_yaml
 from olmo.errors import OlmoError
+from olmo.fsutil import atomic_write_json
 from olmo.model import ModelConfig, Transformer, build_model
 
 MARKER = "COMMITTED.json"
@@ -64,9 +65,7 @@ def load_model(ckpt_dir: str | os.PathLike, device: str = "cpu") -> Transformer:
 
 
 def write_marker(ckpt_dir: Path, info: dict[str, Any]) -> None:
-    tmp = ckpt_dir / f".{MARKER}.tmp"
-    tmp.write_text(json.dumps(info, indent=1, sort_keys=True))
-    os.replace(tmp, ckpt_dir / MARKER)
+    atomic_write_json(ckpt_dir / MARKER, info)
 
 
 def save_model(

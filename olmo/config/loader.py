@@ -11,7 +11,6 @@ import dataclasses
 import difflib
 import inspect
 import os
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 import yaml
 
 from olmo.errors import OlmoError
+from olmo.fsutil import atomic_write_text
 
 T = TypeVar("T")
 
@@ -183,12 +183,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def save_yaml(data: dict[str, Any], path: str | os.PathLike) -> None:
     """Atomic write: a crash never leaves half a config behind."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        yaml.safe_dump(data, f, sort_keys=False)
-    os.replace(tmp, p)
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def field_docs(cls: type) -> dict[str, str]:

@@ -61,7 +61,9 @@ class ModelConfig:
         if self.preset is None:
             return self
         if self.preset not in PRESETS:
-            raise OlmoError(f"model.preset: unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}")
+            raise OlmoError(
+                f"model.preset: unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}"
+            )
         base = PRESETS[self.preset]
         defaults = ModelConfig()
         changes = {
@@ -73,9 +75,13 @@ class ModelConfig:
 
     def validate(self) -> None:
         if self.d_model % self.n_heads:
-            raise OlmoError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+            raise OlmoError(
+                f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"
+            )
         if self.head_dim % 2:
-            raise OlmoError(f"model: head dim {self.head_dim} must be even for RoPE; change model.n_heads")
+            raise OlmoError(
+                f"model: head dim {self.head_dim} must be even for RoPE; change model.n_heads"
+            )
         for key in ("d_model", "n_layers", "n_heads", "vocab_size", "max_seq_len"):
             if getattr(self, key) <= 0:
                 raise OlmoError(f"model.{key} must be positive, got {getattr(self, key)}")

@@ -38,7 +38,11 @@ class RotaryEmbedding(nn.Module):
     def reset_tables(self) -> None:
         device = self.cos.device
         inv_freq = 1.0 / (
-            self.theta ** (torch.arange(0, self.head_dim, 2, device=device, dtype=torch.float32) / self.head_dim)
+            self.theta
+            ** (
+                torch.arange(0, self.head_dim, 2, device=device, dtype=torch.float32)
+                / self.head_dim
+            )
         )
         t = torch.arange(self.max_seq_len, device=device, dtype=torch.float32)
         freqs = torch.outer(t, inv_freq)
@@ -112,12 +116,16 @@ class Transformer(nn.Module):
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
         self.layers = nn.ModuleDict({str(i): Block(cfg) for i in range(cfg.n_layers)})
         self.final_norm = LayerNorm(cfg.layer_norm_eps)
-        self.lm_head = None if cfg.weight_tying else nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
+        self.lm_head = (
+            None if cfg.weight_tying else nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
+        )
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids [batch, seq] → logits [batch, seq, padded_vocab]."""
         if input_ids.shape[-1] > self.cfg.max_seq_len:
-            raise ValueError(f"sequence length {input_ids.shape[-1]} > model.max_seq_len {self.cfg.max_seq_len}")
+            raise ValueError(
+                f"sequence length {input_ids.shape[-1]} > model.max_seq_len {self.cfg.max_seq_len}"
+            )
         h = self.embeddings(input_ids)
         for block in self.layers.values():
             h = block(h, self.rope)
@@ -144,7 +152,9 @@ class Transformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", seed: int | None = 0) -> Transformer:
+def build_model(
+    cfg: ModelConfig, device: str | torch.device = "cpu", seed: int | None = 0
+) -> Transformer:
     """Build and initialise; on "meta" only the structure (call `to_empty` + `init_weights` later)."""
     with torch.device("meta"):
         model = Transformer(cfg)

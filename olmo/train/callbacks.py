@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from olmo.fsutil import atomic_write_text
+
 if TYPE_CHECKING:
     from olmo.train.trainer import Trainer
 
@@ -47,9 +49,7 @@ def truncate_metrics(path: Path, keep_through_step: int) -> int:
         else:
             dropped += 1
     if dropped:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
     return dropped
 
 

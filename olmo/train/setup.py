@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import socket
 import sys
 import time
@@ -23,7 +22,9 @@ from olmo.data.loader import DataLoader
 from olmo.data.split import InstanceRange, build_train_data
 from olmo.distributed.env import DistEnv, destroy, init_distributed, set_collective_timeout
 from olmo.distributed.parallelize import parallelize_model
+from olmo.envinfo import environment_fingerprint
 from olmo.errors import OlmoError
+from olmo.fsutil import atomic_write_text
 from olmo.model import Transformer, build_model
 from olmo.train.callbacks import Callback, ConsoleProgress, MetricsWriter, truncate_metrics
 from olmo.train.optim import build_optimizer
@@ -100,7 +101,7 @@ def prepare_run_dir(run_dir: Path, cfg: Config, env: DistEnv) -> int:
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(config_to_dict(cfg), run_dir / "config.yaml")
-        (run_dir / "env.json").write_text(json.dumps(environment_record(env), indent=1))
+        atomic_write_text(run_dir / "env.json", json.dumps(environment_record(env), indent=1))
         with open(attempts, "a") as f:
             f.write(
                 json.dumps(
@@ -120,21 +121,9 @@ def prepare_run_dir(run_dir: Path, cfg: Config, env: DistEnv) -> int:
 
 
 def environment_record(env: DistEnv) -> dict[str, Any]:
-    rec: dict[str, Any] = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "host": socket.gethostname(),
-        "world_size": env.world_size,
-        "backend": env.backend,
-        "device": str(env.device),
-        "cuda": torch.version.cuda,
-        "hip": getattr(torch.version, "hip", None),
-    }
-    if env.device.type == "cuda":
-        rec["device_name"] = torch.cuda.get_device_name(env.device)
-    rec["slurm"] = {
-        k: v for k, v in os.environ.items() if k.startswith("SLURM_") and k in _SLURM_KEYS
-    }
+    rec: dict[str, Any] = environment_fingerprint()
+    rec.update(world_size=env.world_size, backend=env.backend, device=str(env.device))
+    rec["slurm"] = {k: v for k, v in os.environ.items() if k in _SLURM_KEYS}
     return rec
 
 

@@ -17,8 +17,13 @@ def write(tmp_path, text: str):
 
 
 def test_yaml_and_overrides_resolve(tmp_path):
-    p = write(tmp_path, "model: {preset: olmo-1b}\ndata: {seq_len: 512}\ntrain: {global_batch_tokens: 4096}\n")
-    cfg = load_config(p, ["--optim.lr=1e-3", "--train.max_steps", "50", "--optim.betas=[0.9, 0.99]"])
+    p = write(
+        tmp_path,
+        "model: {preset: olmo-1b}\ndata: {seq_len: 512}\ntrain: {global_batch_tokens: 4096}\n",
+    )
+    cfg = load_config(
+        p, ["--optim.lr=1e-3", "--train.max_steps", "50", "--optim.betas=[0.9, 0.99]"]
+    )
     assert cfg.optim.lr == 1e-3 and cfg.train.max_steps == 50
     assert cfg.optim.betas == [0.9, 0.99]
     assert cfg.model.d_model == 2048 and cfg.model.n_layers == 16  # preset applied
@@ -68,7 +73,11 @@ def test_bad_files(tmp_path):
 
 
 def test_override_parsing():
-    assert parse_overrides(["--a.b=1", "c.d=x y", "--e", "true"]) == {"a": {"b": 1}, "c": {"d": "x y"}, "e": True}
+    assert parse_overrides(["--a.b=1", "c.d=x y", "--e", "true"]) == {
+        "a": {"b": 1},
+        "c": {"d": "x y"},
+        "e": True,
+    }
     with pytest.raises(OlmoError, match="has no value"):
         parse_overrides(["--a.b"])
 

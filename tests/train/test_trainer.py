@@ -3,45 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from olmo.checkpoint.io import load_model
 from olmo.config.schema import load_config
-
-SMALL = [
-    "--model.d_model=64",
-    "--model.n_layers=2",
-    "--model.n_heads=4",
-    "--data.seq_len=32",
-    "--train.global_batch_size=8",
-    "--train.micro_batch_size=4",
-    "--optim.lr=1e-2",
-    "--scheduler.warmup_steps=5",
-    "--train.log_interval=5",
-    "--checkpoint.interval=10",
-    "--train.eval_holdout_instances=32",
-    "--train.eval_interval=10",
-    "--train.eval_batches=2",
-]
-
-
-def olmo(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "olmo", *args], capture_output=True, text=True, timeout=600
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"olmo {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
-        )
-    return proc
-
-
-def read_metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+from tests.helpers import SMALL, olmo, read_metrics
 
 
 @pytest.fixture(scope="module")
