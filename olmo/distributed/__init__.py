@@ -1,0 +1,1 @@
+"""Process groups from torchrun or srun, and FSDP2 parallelization applied from outside."""
