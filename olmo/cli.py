@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = [
     "olmo.data.inspect",
     "olmo.model.convert_cli",
     "olmo.envinfo",
+    "olmo.eval.cli",
 ]
 
 

@@ -11,6 +11,7 @@ from olmo.config.loader import deep_merge, from_dict, parse_overrides, read_yaml
 from olmo.data.config import DataConfig
 from olmo.distributed.config import DistributedConfig
 from olmo.errors import OlmoError
+from olmo.eval.config import DownstreamEvalConfig
 from olmo.model.config import ModelConfig
 from olmo.train.config import OptimConfig, SchedulerConfig, TrainerConfig
 
@@ -31,12 +32,15 @@ class Config:
     """Checkpoint cadence, retention and resume."""
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     """Process group, FSDP, activation checkpointing, compile."""
+    eval: DownstreamEvalConfig = field(default_factory=DownstreamEvalConfig)
+    """In-loop downstream evaluation (zero-shot OLMo tasks)."""
 
     def resolve(self) -> Config:
         """Apply presets and derived values, then validate: the saved config is this one."""
         self.model = self.model.resolved()
         self.model.validate()
         self.data.validate()
+        self.eval.validate()
         if self.data.seq_len > self.model.max_seq_len:
             raise OlmoError(
                 f"data.seq_len ({self.data.seq_len}) > model.max_seq_len ({self.model.max_seq_len}); lower one or raise the other"

@@ -1,0 +1,1 @@
+"""Downstream evaluation: zero-shot rank classification on the OLMo paper tasks."""

@@ -1,0 +1,47 @@
+"""In-loop downstream evaluation: per-task accuracy added to the step's metrics record."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from olmo.eval.config import DownstreamEvalConfig
+from olmo.eval.downstream import evaluate_tasks
+from olmo.train.callbacks import Callback
+
+if TYPE_CHECKING:
+    from olmo.train.trainer import Trainer
+
+log = logging.getLogger("olmo.eval")
+
+
+class DownstreamEval(Callback):
+    def __init__(self, cfg: DownstreamEvalConfig, tokenizer):
+        self.cfg, self.tokenizer = cfg, tokenizer
+        self.results: dict[int, dict[str, float]] = {}
+
+    def post_step(self, trainer: Trainer, step: int) -> None:
+        due = step % self.cfg.interval == 0 or step == trainer.cfg.train.max_steps
+        if self.cfg.interval <= 0 or not due:
+            return
+        model, env = trainer.model, trainer.env
+        was_training = model.training
+        model.eval()
+
+        def forward(ids):
+            with trainer.parts.autocast():
+                return model(ids)
+
+        acc = evaluate_tasks(
+            forward, self.tokenizer, self.cfg.tasks, limit=self.cfg.limit,
+            batch_size=self.cfg.batch_size, max_len=trainer.cfg.data.seq_len, device=env.device,
+            rank=env.rank, world_size=env.world_size, data_dir=self.cfg.data_dir,
+        )
+        model.train(was_training)
+        self.results[step] = acc
+        log.info("step %d downstream: %s", step, " ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+
+    def on_metrics(self, trainer: Trainer, records: list[dict[str, Any]]) -> None:
+        for rec in records:
+            for task, acc in self.results.pop(rec["step"], {}).items():
+                rec[f"downstream/{task}"] = acc

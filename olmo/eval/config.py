@@ -1,0 +1,29 @@
+"""Config of in-loop downstream evaluation (`eval:` section)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from olmo.errors import OlmoError
+from olmo.eval.tasks import TASKS
+
+
+@dataclass
+class DownstreamEvalConfig:
+    interval: int = 0
+    """Run the downstream tasks every N steps (and at the last step); 0 = never in the loop."""
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    """Tasks to run (zero-shot rank classification as in the OLMo paper)."""
+    limit: int | None = 100
+    """Documents per task (the bundled subset has 100); None = all available."""
+    batch_size: int = 16
+    """Requests (choices) per forward pass on each rank."""
+    data_dir: str | None = None
+    """Directory with <task>.jsonl.gz files; None = the subset bundled with the package."""
+
+    def validate(self) -> None:
+        for t in self.tasks:
+            if t not in TASKS:
+                raise OlmoError(f"eval.tasks: unknown task '{t}'; choose from {', '.join(TASKS)}")
+        if self.interval < 0 or self.batch_size <= 0:
+            raise OlmoError("eval.interval must be ≥ 0 and eval.batch_size > 0")

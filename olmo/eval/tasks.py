@@ -1,0 +1,81 @@
+"""The OLMo paper's zero-shot downstream tasks: where their data lives and how answers are ranked.
+
+Each task is a list of multiple-choice documents; every choice is a (context, continuation) pair
+scored by the model's log-likelihood of the continuation. Normalization follows the OLMo paper:
+none for ARC/OBQA/BoolQ/COPA/SciQ, per token for HellaSwag/PIQA/WinoGrande.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from olmo.errors import OlmoError
+
+# task → normalization of the continuation log-likelihood
+TASKS: dict[str, str] = {
+    "arc_easy": "none",
+    "arc_challenge": "none",
+    "boolq": "none",
+    "copa": "none",
+    "hellaswag": "per_token",
+    "openbookqa": "none",
+    "piqa": "per_token",
+    "sciq": "none",
+    "winogrande": "per_token",
+}
+
+
+@dataclass(frozen=True)
+class Choice:
+    context: str
+    continuation: str
+
+
+@dataclass(frozen=True)
+class Doc:
+    """One question: its choices and the index of the right one."""
+
+    id: int
+    gold: int
+    choices: tuple[Choice, ...]
+
+
+def bundled_dir() -> Path:
+    return Path(str(resources.files("olmo.eval") / "data"))
+
+
+def parse_doc(rec: dict, where: str) -> Doc:
+    """Validate one stored record (as written by build_subset)."""
+    try:
+        choices = tuple(Choice(c["context"], c["continuation"]) for c in rec["choices"])
+        doc = Doc(int(rec["id"]), int(rec["gold"]), choices)
+    except (KeyError, TypeError, ValueError) as e:
+        raise OlmoError(f"{where}: malformed task record ({e}); rebuild the task data") from None
+    if len(choices) < 2 or not 0 <= doc.gold < len(choices):
+        raise OlmoError(f"{where}: needs ≥2 choices and a gold index within them")
+    if any(not c.continuation for c in choices):
+        raise OlmoError(f"{where}: empty continuation; rebuild the task data")
+    return doc
+
+
+def load_task(name: str, data_dir: str | Path | None = None, limit: int | None = None) -> list[Doc]:
+    """Docs of a task from the bundled subset (or `data_dir/<task>.jsonl.gz`)."""
+    if name not in TASKS:
+        raise OlmoError(f"unknown task '{name}'; choose from {', '.join(TASKS)}")
+    path = Path(data_dir or bundled_dir()) / f"{name}.jsonl.gz"
+    if not path.is_file():
+        raise OlmoError(f"{path}: task data not found; run python -m olmo.eval.build_subset")
+    docs = []
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                docs.append(parse_doc(json.loads(line), f"{path}:{lineno}"))
+                if limit is not None and len(docs) >= limit:
+                    break
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise OlmoError(f"{path}: unreadable ({type(e).__name__}); rebuild the task data") from None
+    return docs
