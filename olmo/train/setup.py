@@ -180,6 +180,10 @@ def default_callbacks(cfg: Config, parts: Components) -> list[Callback]:
     cbs: list[Callback] = []
     if parts.eval_data is not None:
         cbs.append(HeldOutEval(parts.eval_data, cfg.train.eval_interval, cfg.train.eval_batches))
+    if cfg.eval.interval > 0:
+        from olmo.eval.callback import DownstreamEval
+
+        cbs.append(DownstreamEval(cfg.eval, cfg.data.build_tokenizer()))
     cbs.append(ConsoleProgress(cfg.train.progress, cfg.train.max_steps))
     cbs.append(MetricsWriter(parts.run_dir / "metrics.jsonl"))
     return cbs
