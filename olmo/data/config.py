@@ -10,7 +10,6 @@ from olmo.errors import OlmoError
 
 if TYPE_CHECKING:  # keep `import olmo.config` light: numpy/tokenizers load on build only
     from olmo.data.dataset import TokenDataset
-    from olmo.data.loader import DataLoader
     from olmo.tokenizer import OlmoTokenizer
 
 BUNDLED = "bundled"
@@ -65,24 +64,3 @@ class DataConfig:
         self.validate()
         tok = tokenizer or self.build_tokenizer()
         return TokenDataset(self.resolve_paths(), self.seq_len, tok)
-
-    def build_loader(
-        self,
-        global_batch_size: int,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        tokenizer: OlmoTokenizer | None = None,
-    ) -> DataLoader:
-        """Dataset + deterministic loader for one rank (`global_batch_size` in instances)."""
-        from olmo.data.loader import DataLoader
-
-        return DataLoader(
-            self.build_dataset(tokenizer),
-            global_batch_size,
-            seed,
-            rank=rank,
-            world_size=world_size,
-            num_workers=self.num_workers,
-            prefetch=self.prefetch_batches,
-        )
