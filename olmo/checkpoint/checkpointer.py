@@ -13,6 +13,7 @@ import re
 import shutil
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,9 @@ class Checkpointer:
             self._group = dist.new_group(backend="gloo")
         self.last_save_time = time.monotonic()
         self.last_blocking_s = 0.0
+        self.on_written: Callable[[int], None] | None = None
+        """Called on every rank with the step once its shards are written, before the commit
+        (the trainer's fault injection kills a rank here in tests)."""
 
     # ---- saving -------------------------------------------------------------------------
     def save(
@@ -112,6 +116,8 @@ class Checkpointer:
             self._pending = (fut, tmp, step, trainer_state)
         else:
             dcp.save(state, checkpoint_id=str(tmp))
+            if self.on_written is not None:
+                self.on_written(step)
             _barrier()
             if self.rank == 0:
                 self._commit(tmp, step, trainer_state)
@@ -126,6 +132,8 @@ class Checkpointer:
         fut, tmp, step, trainer_state = self._pending
         self._pending = None
         fut.result()
+        if self.on_written is not None:
+            self.on_written(step)
         dist.barrier(group=self._group)
         if self.rank == 0:
             self._commit(tmp, step, trainer_state)
