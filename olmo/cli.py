@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = [
     "olmo.model.convert_cli",
     "olmo.envinfo",
     "olmo.eval.cli",
+    "olmo.launch.cli",
 ]
 
 

@@ -138,6 +138,9 @@ _SLURM_KEYS = {
 
 
 def build_components(cfg: Config, run_dir: Path) -> Components:
+    from olmo.launch.restart import check_restart_limit
+
+    check_restart_limit()  # a job SLURM requeued past the profile's restart limit stops here
     env = init_distributed(cfg.distributed.backend, cfg.distributed.init_timeout_s)
     setup_logging(env.rank)
     run_dir = Path(run_dir)

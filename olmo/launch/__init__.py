@@ -1,0 +1,1 @@
+"""Launching on SLURM: cluster profiles, sbatch rendering, submitit, restart policy, pre-flight."""

@@ -1,0 +1,194 @@
+"""Cluster profiles (`cluster/NAME.yaml`): typed, with per-site overrides.
+
+A profile names the site facts a launcher needs: SLURM resources, devices per node and their
+binding, the container (or none) and its bind mounts, the environment, the restart policy and the
+energy facts (PUE, grid carbon intensity). A site file may extend a shipped one with `base: lumi`;
+`--set slurm.account=...` overrides single keys. A value written as `REQUIRED` must be overridden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from olmo.config.loader import deep_merge, from_dict, parse_overrides, read_yaml
+from olmo.errors import OlmoError
+
+REQUIRED = "REQUIRED"
+"""Placeholder in a shipped profile for a value every site must set (e.g. the account)."""
+
+
+def repo_root() -> Path:
+    """The checkout holding `cluster/` (override with OLMO_HOME for an installed package)."""
+    return Path(os.environ.get("OLMO_HOME", Path(__file__).resolve().parents[2]))
+
+
+def cluster_dir() -> Path:
+    return repo_root() / "cluster"
+
+
+@dataclass
+class SlurmSection:
+    partition: str | None
+    """Partition (None = the cluster's default)."""
+    time: str
+    """Walltime per attempt, e.g. 48:00:00 (the run continues in the next attempt)."""
+    account: str | None = None
+    """Account/project to charge (None = your default)."""
+    nodes: int = 1
+    """Nodes per attempt."""
+    cpus_per_task: int = 1
+    """CPU cores per task (one task per device)."""
+    mem: str | None = None
+    """Memory per node (0 = all of it; None = the partition default)."""
+    gpus_per_node: int | None = None
+    """Generic resources requested as --gpus-per-node (None = none requested)."""
+    time_min: str | None = None
+    """Accept a shorter walltime down to this (backfill); the trainer checkpoints before the end."""
+    signal_margin_s: int = 300
+    """Send USR2 this many seconds before the walltime: checkpoint and requeue."""
+    distribution: str | None = None
+    """srun --distribution (LUMI: block:block)."""
+    cpu_bind: str | None = None
+    """srun --cpu-bind value (LUMI: GCD↔CCD masks)."""
+    extra: list[str] = field(default_factory=list)
+    """Further sbatch options, e.g. ['--exclusive', '--qos=high']."""
+
+
+@dataclass
+class DevicesSection:
+    kind: Literal["rocm", "cuda", "cpu"]
+    """Accelerator runtime: rocm (AMD), cuda (NVIDIA) or cpu."""
+    per_node: int
+    """Devices per node; one task (rank) per device."""
+
+
+@dataclass
+class ContainerSection:
+    runtime: Literal["none", "apptainer", "singularity"] = "none"
+    """How the trainer runs: directly on the host, or inside an Apptainer/Singularity image."""
+    image: str | None = None
+    """Path of the .sif image (required unless runtime is none)."""
+    binds: list[str] = field(default_factory=list)
+    """Host paths bound into the container (src[:dst]), e.g. Cray libfabric on LUMI."""
+    gpu_flag: str | None = None
+    """Runtime flag exposing the devices (--rocm / --nv)."""
+
+
+@dataclass
+class RestartSection:
+    max_restarts: int = 10
+    """Stop after this many restarts of one job (SLURM_RESTART_COUNT), to end crash loops."""
+    requeue_on_crash: bool = True
+    """Requeue after a crash (not after bad input, exit 2); node failures always requeue."""
+
+
+@dataclass
+class EnergySection:
+    pue: float
+    """Power usage effectiveness of the data centre (facility energy / IT energy)."""
+    carbon_intensity_g_per_kwh: float
+    """Grid carbon intensity at the site, gCO2eq per kWh."""
+
+
+@dataclass
+class Profile:
+    name: str
+    """Profile name (what --cluster takes)."""
+    slurm: SlurmSection
+    """SLURM resources and signalling."""
+    devices: DevicesSection
+    """Devices per node (one rank each)."""
+    energy: EnergySection
+    """Site facts for the energy report."""
+    description: str = ""
+    """One line about the cluster."""
+    container: ContainerSection = field(default_factory=ContainerSection)
+    """Container runtime, image and binds."""
+    restart: RestartSection = field(default_factory=RestartSection)
+    """Requeue policy."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment for every task (values may use $SLURM_* variables)."""
+    setup: list[str] = field(default_factory=list)
+    """Shell lines run first in the batch script (e.g. module load ...)."""
+    python: str = "python"
+    """Python interpreter (inside the container when there is one)."""
+    doctor: bool = True
+    """Run `olmo doctor` across the allocation before training."""
+    log_dir: str = "logs"
+    """Where SLURM writes the job logs (relative to the submit directory)."""
+
+
+def _missing(cls: type, data: dict[str, Any], prefix: str) -> str | None:
+    """First required key (no default) absent from `data`, searching nested sections."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.name not in data:
+            if required:
+                return prefix + f.name
+            continue
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(data[f.name], dict):
+            sub = _missing(hints[f.name], data[f.name], f"{prefix}{f.name}.")
+            if sub:
+                return sub
+    return None
+
+
+def _placeholder(data: Any, prefix: str = "") -> str | None:
+    if isinstance(data, dict):
+        for k, v in data.items():
+            found = _placeholder(v, f"{prefix}{k}.")
+            if found:
+                return found
+    elif data == REQUIRED:
+        return prefix.rstrip(".")
+    return None
+
+
+def _read(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
+    path = Path(name_or_path)
+    if not name_or_path.endswith((".yaml", ".yml")):
+        path = cluster_dir() / f"{name_or_path}.yaml"
+        if not path.exists():
+            names = sorted(p.stem for p in cluster_dir().glob("*.yaml"))
+            raise OlmoError(
+                f"--cluster {name_or_path}: no profile {path}; known: {', '.join(names)} "
+                "(or give a path to a YAML profile)"
+            )
+    data = read_yaml(path)
+    base = data.pop("base", None)
+    if base is not None:
+        if str(base) in seen:
+            raise OlmoError(f"{path}: 'base: {base}' loops back to itself")
+        parent, _ = _read(str(base), (*seen, str(base)))
+        data = deep_merge(parent, data)
+    return data, str(path)
+
+
+def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profile:
+    """Load a profile by name (cluster/NAME.yaml) or path, apply `key=value` overrides, check it."""
+    data, source = _read(name_or_path)
+    if overrides:
+        data = deep_merge(data, parse_overrides(overrides))
+        source += " + --set"
+    data.setdefault("name", Path(name_or_path).stem)
+    missing = _missing(Profile, data, "")
+    if missing:
+        raise OlmoError(f"{source}: missing required key '{missing}'")
+    unset = _placeholder(data)
+    if unset:
+        raise OlmoError(
+            f"{source}: '{unset}' must be set for your site: --set {unset}=VALUE, or a site "
+            f"profile with 'base: {data['name']}' that sets it"
+        )
+    prof = from_dict(Profile, data, "", source)
+    if prof.container.runtime != "none" and not prof.container.image:
+        raise OlmoError(f"{source}: container.image is required when container.runtime is set")
+    if prof.devices.per_node < 1 or prof.slurm.nodes < 1:
+        raise OlmoError(f"{source}: devices.per_node and slurm.nodes must be ≥ 1")
+    return prof

@@ -1,0 +1,231 @@
+"""`olmo sbatch`: render a standalone, requeue-aware sbatch script from a cluster profile."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from olmo.errors import OlmoError
+from olmo.fsutil import atomic_write_text
+from olmo.launch.command import energy_overrides, olmo_command, shell_join, shell_word
+from olmo.launch.profile import Profile
+
+
+@dataclass
+class JobSpec:
+    """What to run: a training config, its overrides and where the run lives."""
+
+    config: str
+    run_dir: str
+    overrides: list[str] = field(default_factory=list)
+    job_name: str = "olmo"
+    argv: list[str] = field(default_factory=list)
+    """The olmo command line that produced the script (recorded in its header)."""
+
+
+def sbatch_options(prof: Profile, job: JobSpec) -> list[str]:
+    s = prof.slurm
+    opts = [f"--job-name={job.job_name}"]
+    if s.account:
+        opts.append(f"--account={s.account}")
+    if s.partition:
+        opts.append(f"--partition={s.partition}")
+    opts += [
+        f"--nodes={s.nodes}",
+        f"--ntasks-per-node={prof.devices.per_node}",
+        f"--cpus-per-task={s.cpus_per_task}",
+    ]
+    if s.gpus_per_node:
+        opts.append(f"--gpus-per-node={s.gpus_per_node}")
+    if s.mem is not None:
+        opts.append(f"--mem={s.mem}")
+    opts.append(f"--time={s.time}")
+    if s.time_min:
+        opts.append(f"--time-min={s.time_min}")
+    opts += [
+        "--requeue",
+        "--open-mode=append",
+        f"--signal=USR2@{s.signal_margin_s}",
+        f"--output={prof.log_dir}/%x-%j.out",
+        *s.extra,
+    ]
+    return opts
+
+
+def srun_words(prof: Profile) -> list[str]:
+    s = prof.slurm
+    words = [
+        "srun",
+        "--kill-on-bad-exit=1",
+        f"--ntasks-per-node={prof.devices.per_node}",
+        "--cpus-per-task=$SLURM_CPUS_PER_TASK",
+    ]
+    if s.distribution:
+        words.append(f"--distribution={s.distribution}")
+    if s.cpu_bind:
+        words.append(f"--cpu-bind={s.cpu_bind}")
+    return words
+
+
+def render(prof: Profile, job: JobSpec) -> str:
+    """The whole script; deterministic for given inputs (slurm/ holds reference renderings)."""
+    lines = ["#!/bin/bash"]
+    if job.argv:
+        lines.append(f"# Rendered by: {shell_join(job.argv)}")
+    lines += [
+        "# Re-render instead of editing. Exit 75 from the trainer = checkpointed, requeue me."
+    ]
+    lines += [f"#SBATCH {o}" for o in sbatch_options(prof, job)]
+    lines += ["set -uo pipefail", ""]
+    if prof.setup:
+        lines += ["# Site setup", *prof.setup, ""]
+    env = {"OMP_NUM_THREADS": "$SLURM_CPUS_PER_TASK", **prof.env}
+    env["OLMO_MAX_RESTARTS"] = str(prof.restart.max_restarts)
+    lines += ["# Environment of every task"]
+    lines += [f"export {k}={shell_word(str(v))}" for k, v in env.items()]
+    margin = f"--train.walltime_margin_s={prof.slurm.signal_margin_s}"
+    train = [margin, *energy_overrides(prof), *job.overrides]
+    lines += [
+        "",
+        f'RUN_DIR="${{OLMO_RUN_DIR:-{job.run_dir}}}"',
+        f"CONFIG={shell_word(job.config)}",
+        f"REQUEUE_ON_CRASH={int(prof.restart.requeue_on_crash)}",
+        f"OLMO=({shell_join(srun_words(prof))}",
+        f"  {shell_join(olmo_command(prof))})",
+        f"TRAIN_ARGS=({shell_join(train)})" if train else "TRAIN_ARGS=()",
+        _BODY,
+    ]
+    if prof.doctor:
+        lines.append(_DOCTOR.format(n=prof.devices.per_node, kind=prof.devices.kind))
+    lines.append(_TRAIN)
+    return "\n".join(lines).replace("\n\n\n", "\n\n")
+
+
+# The restart policy, the same for every cluster (shellcheck-clean; tests run shellcheck on it).
+_BODY = r"""
+RESTARTS="${SLURM_RESTART_COUNT:-0}"
+mkdir -p "$RUN_DIR"
+echo "olmo: job $SLURM_JOB_ID attempt $((RESTARTS + 1)) on $SLURM_JOB_NODELIST ($(date -Is))"
+
+# Requeue this job, keeping it off the nodes that failed it (a pending job's ExcNodeList can
+# be changed, a running one's cannot: hold, update, release, ignoring SLURM's TERM meanwhile).
+requeue() {
+  local bad
+  bad="$(sort -u "$RUN_DIR/failed_nodes.txt" 2>/dev/null | paste -sd, -)"
+  if [[ -z "$bad" ]]; then
+    scontrol requeue "$SLURM_JOB_ID"
+    exit 0
+  fi
+  trap '' TERM
+  echo "olmo: requeueing job $SLURM_JOB_ID excluding nodes that failed it: $bad"
+  scontrol requeuehold "$SLURM_JOB_ID"
+  scontrol update JobId="$SLURM_JOB_ID" ExcNodeList="$bad"
+  scontrol release "$SLURM_JOB_ID"
+  exit 0
+}
+
+# Nodes this job ran on before that are now down failed it: remember them.
+if [[ "$RESTARTS" -gt 0 && -f "$RUN_DIR/slurm_nodes.txt" ]]; then
+  comm -12 <(sinfo -h -N -t down,drain,fail,no_respond -o %N | sort -u) \
+    <(xargs -n1 scontrol show hostnames <"$RUN_DIR/slurm_nodes.txt" | sort -u) \
+    >>"$RUN_DIR/failed_nodes.txt"
+  if [[ -s "$RUN_DIR/failed_nodes.txt" ]] && scontrol show hostnames "$SLURM_JOB_NODELIST" \
+    | grep -qxFf "$RUN_DIR/failed_nodes.txt"; then
+    echo "olmo: allocated a node that failed this job before; requeueing without it"
+    requeue
+  fi
+fi
+echo "$SLURM_JOB_NODELIST" >>"$RUN_DIR/slurm_nodes.txt"
+"""
+
+_DOCTOR = """
+if ! "${{OLMO[@]}}" doctor --expect-devices {n} --kind {kind}; then
+  echo "olmo: pre-flight check failed (the node is named above); not training"
+  exit 1
+fi"""
+
+_TRAIN = r"""
+"${OLMO[@]}" train "$CONFIG" --run-dir "$RUN_DIR" "${TRAIN_ARGS[@]}"
+rc=$?
+echo "olmo: trainer exited with $rc"
+case "$rc" in
+  0) exit 0 ;;
+  2) echo "olmo: bad input; not requeueing"; exit 2 ;;
+  75) ;;
+  *) [[ "$REQUEUE_ON_CRASH" -eq 1 ]] || exit "$rc" ;;
+esac
+if [[ "$RESTARTS" -ge "$OLMO_MAX_RESTARTS" ]]; then
+  echo "olmo: restart limit reached: job $SLURM_JOB_ID restarted $RESTARTS times" \
+    "(OLMO_MAX_RESTARTS=$OLMO_MAX_RESTARTS) and exited $rc again; not requeueing." \
+    "Fix the cause (see this log and $RUN_DIR/attempts.jsonl), then resubmit."
+  exit "$rc"
+fi
+requeue
+"""
+
+
+def write_or_submit(text: str, out: str | None, submit: bool, log_dir: str) -> int:
+    if out:
+        atomic_write_text(out, text)
+        Path(out).chmod(0o755)
+        print(f"wrote {out}", file=sys.stderr)
+    if not submit:
+        if not out:
+            sys.stdout.write(text)
+        return 0
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["sbatch", "--parsable"], input=text, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise OlmoError(f"sbatch failed: {proc.stderr.strip()}")
+    print(proc.stdout.strip())
+    return 0
+
+
+# The scripts in slurm/ are these renderings (tests/launch/test_sbatch.py keeps them identical).
+_SMOKE = ["--model.d_model=64", "--model.n_layers=2", "--model.n_heads=4", "--data.seq_len=32"]
+REFERENCES: dict[str, list[str]] = {
+    "lumi": [
+        "--cluster=lumi",
+        "--set=slurm.account=project_465000000",
+        "--set=container.image=/project/project_465000000/olmo-hpc-rocm.sif",
+        "configs/olmo-7b.yaml",
+    ],
+    "a100": [
+        "--cluster=a100",
+        "--set=slurm.account=my_account",
+        "--set=container.image=$HOME/olmo-hpc-cuda.sif",
+        "configs/olmo-1b.yaml",
+    ],
+    "local": [
+        "--cluster=local",
+        "--run-dir=runs/local-smoke",
+        "configs/tiny.yaml",
+        *_SMOKE,
+        "--train.global_batch_size=8",
+        "--train.micro_batch_size=4",
+        "--train.max_steps=20",
+        "--checkpoint.interval=10",
+        "--train.log_interval=5",
+    ],
+}
+
+
+def write_references(out_dir: Path) -> list[Path]:
+    """Re-render slurm/NAME.sbatch for every reference (run after changing the renderer)."""
+    from olmo.cli import main
+
+    paths = []
+    for name, args in REFERENCES.items():
+        path = out_dir / f"{name}.sbatch"
+        if main(["sbatch", *args, "-o", str(path)]) != 0:
+            raise OlmoError(f"rendering {path} failed")
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    from olmo.launch.profile import repo_root
+
+    write_references(repo_root() / "slurm")

@@ -1,0 +1,192 @@
+"""`olmo launch`: submit training through submitit, one task per device, requeue-aware.
+
+Restart policy under submitit: SLURM requeues after a node failure (--requeue); the trainer
+checkpoints at the step boundary on SIGTERM/USR2/walltime and returns 75, and then global rank 0
+alone requeues the job (after checking the restart limit) while every rank exits without a result,
+so the client keeps waiting for the attempt that finishes. Each attempt resumes from the newest
+committed checkpoint in the run dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from olmo.errors import OlmoError
+from olmo.launch.command import container_prefix, energy_overrides, shell_join, shell_word
+from olmo.launch.profile import Profile
+from olmo.launch.restart import restart_limit_message
+from olmo.launch.sbatch import JobSpec
+
+REQUEUE_EXIT_CODE = 75
+
+
+def device_env(kind: str, local_rank: int) -> dict[str, str]:
+    """Visible devices of one task: its own device only (AMD needs ROCR_, submitit sets CUDA_)."""
+    if kind == "rocm":
+        return {"ROCR_VISIBLE_DEVICES": str(local_rank)}
+    if kind == "cuda":
+        return {"CUDA_VISIBLE_DEVICES": str(local_rank)}
+    return {}
+
+
+class TrainTask:
+    """The pickled callable each task runs; checkpointable (resumes from the run dir)."""
+
+    def __init__(self, prof: Profile, job: JobSpec):
+        self.prof, self.job = prof, job
+
+    def __call__(self) -> dict[str, Any]:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        for k in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"):
+            if self.prof.devices.kind != "cpu":
+                os.environ.pop(k, None)
+        os.environ.update(device_env(self.prof.devices.kind, env.local_rank))
+        if self.prof.doctor:
+            from olmo.launch.doctor import run_doctor
+
+            if run_doctor(self.prof.devices.per_node, 0.5, 4.0, self.prof.devices.kind) != 0:
+                raise OlmoError(f"pre-flight check failed on node {env.hostname}")
+        from olmo.config.schema import load_config
+        from olmo.train.trainer import run_training
+
+        cfg = load_config(self.job.config, self.train_overrides())
+        rc = run_training(cfg, Path(self.job.run_dir))
+        if rc == REQUEUE_EXIT_CODE:
+            self._requeue(env)
+        if rc != 0:
+            raise RuntimeError(f"olmo train exited with {rc}")
+        node = os.environ.get("SLURMD_NODENAME", env.hostname)
+        return {"exit_code": rc, "rank": env.global_rank, "node": node}
+
+    def train_overrides(self) -> list[str]:
+        margin = f"--train.walltime_margin_s={self.prof.slurm.signal_margin_s}"
+        return [margin, *energy_overrides(self.prof), *self.job.overrides]
+
+    def _requeue(self, env: Any) -> None:
+        """Rank 0 requeues (unless the restart limit is reached); every rank leaves no result."""
+        if env.global_rank == 0:
+            msg = restart_limit_message(REQUEUE_EXIT_CODE)
+            if msg:
+                raise OlmoError(msg)
+            subprocess.run(["scontrol", "requeue", env.job_id], check=True, timeout=60)
+            print(f"olmo: requeued job {env.job_id}", file=sys.stderr, flush=True)
+        raise SystemExit(-1)  # not an Exception: submitit writes no result for this attempt
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """submitit's preemption hook (a signal before training started): resubmit as is."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(TrainTask(self.prof, self.job))
+
+
+def executor_params(prof: Profile) -> dict[str, Any]:
+    s = prof.slurm
+    srun_args = ["--kill-on-bad-exit=1", f"--cpus-per-task={s.cpus_per_task}"]
+    if s.distribution:
+        srun_args.append(f"--distribution={s.distribution}")
+    if s.cpu_bind:
+        srun_args.append(f"--cpu-bind={s.cpu_bind}")
+    extra: dict[str, Any] = {"requeue": True}
+    for opt in s.extra:
+        key, _, val = opt.removeprefix("--").partition("=")
+        extra[key.replace("-", "_")] = val or True
+    if s.account:
+        extra["account"] = s.account
+    if s.time_min:
+        extra["time_min"] = s.time_min
+    params: dict[str, Any] = {
+        "nodes": s.nodes,
+        "tasks_per_node": prof.devices.per_node,
+        "cpus_per_task": s.cpus_per_task,
+        "timeout_min": _minutes(s.time),
+        "slurm_signal_delay_s": s.signal_margin_s,
+        "slurm_srun_args": srun_args,
+        "slurm_additional_parameters": extra,
+        # Exported in the batch script so they reach srun and the container runtime
+        # (SINGULARITYENV_*) as well as every task.
+        "slurm_setup": [
+            *prof.setup,
+            *(f"export {k}={shell_word(str(v))}" for k, v in prof.env.items()),
+            f"export OLMO_MAX_RESTARTS={prof.restart.max_restarts}",
+        ],
+    }
+    if s.partition:
+        params["slurm_partition"] = s.partition
+    if s.gpus_per_node:
+        params["gpus_per_node"] = s.gpus_per_node
+    if s.mem is not None:
+        params["slurm_mem"] = s.mem
+    prefix = container_prefix(prof)
+    if prefix:
+        params["slurm_python"] = shell_join([*prefix, prof.python])
+    return params
+
+
+def _minutes(walltime: str) -> int:
+    """SLURM time 'D-HH:MM:SS' / 'HH:MM:SS' / 'MM' → minutes (rounded up)."""
+    days, _, rest = walltime.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if len(parts) == 1:
+        secs = parts[0] * 60
+    else:
+        while len(parts) < 3:
+            parts.insert(0, 0)
+        secs = parts[0] * 3600 + parts[1] * 60 + parts[2]
+    secs += int(days or 0) * 86400
+    return max(1, -(-secs // 60))
+
+
+def launch(prof: Profile, job: JobSpec, dry_run: bool = False, wait: bool = False) -> int:
+    params = executor_params(prof)
+    folder = Path(job.run_dir) / "slurm"
+    if dry_run:
+        task = TrainTask(prof, job)
+        print(
+            json.dumps(
+                {
+                    "folder": str(folder),
+                    "executor": params,
+                    "job_name": job.job_name,
+                    "train": [
+                        "olmo",
+                        "train",
+                        job.config,
+                        "--run-dir",
+                        job.run_dir,
+                        *task.train_overrides(),
+                    ],
+                    "env": prof.env,
+                    "task_devices": {
+                        str(r): device_env(prof.devices.kind, r)
+                        for r in range(prof.devices.per_node)
+                    },
+                },
+                indent=1,
+            )
+        )
+        return 0
+    import submitit
+
+    if prof.name == "local" and not os.environ.get("SLURM_CONF"):
+        from olmo.launch.localcluster import local_slurm_conf
+
+        conf = local_slurm_conf()
+        if conf is None:
+            raise OlmoError("--cluster local: no local cluster found; run `olmo cluster up` first")
+        os.environ["SLURM_CONF"] = str(conf)
+    ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    ex.update_parameters(name=job.job_name, **params)
+    j = ex.submit(TrainTask(prof, job))
+    print(f"submitted job {j.job_id}")
+    print(f"logs: {j.paths.stdout} {j.paths.stderr} (task 0; other tasks beside them)")
+    print(f"run dir: {job.run_dir}")
+    if wait:
+        print(json.dumps(j.results()))
+    return 0
