@@ -104,9 +104,34 @@ def init_distributed(backend: str = "auto", timeout_s: float = 600.0) -> DistEnv
                 backend, init_method=init, rank=0, world_size=1, timeout=timeout
             )
         else:
-            kwargs = {"device_id": device} if device.type == "cuda" else {}
+            kwargs: dict = {"device_id": device} if device.type == "cuda" else {}
+            store = elastic_store(rank, world, timeout)
+            if store is not None:
+                kwargs["store"] = store
             dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout, **kwargs)
     return DistEnv(rank, local_rank, world, local_world, device, backend)
+
+
+def elastic_store(rank: int, world: int, timeout: datetime.timedelta) -> dist.Store | None:
+    """Under torchrun, the store of this restart attempt; None elsewhere (env:// as usual).
+
+    torchrun keeps one TCPStore for all attempts, so workers restarted by --max-restarts read
+    the previous attempt's gloo addresses and fail in init ("connectFullMesh failed ...
+    Connection refused"). A prefix per TORCHELASTIC_RESTART_COUNT gives each attempt fresh keys.
+    """
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if restart is None:
+        return None
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world,
+        is_master=not agent_store and rank == 0,
+        timeout=timeout,
+        multi_tenant=True,
+    )
+    return dist.PrefixStore(f"olmo/attempt{restart}/", store)
 
 
 def set_collective_timeout(seconds: float) -> None:

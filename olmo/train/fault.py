@@ -8,11 +8,15 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from olmo.errors import OlmoError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,21 @@ class StopFlag:
         return self.signum is not None
 
 
+WALLTIME_ENV = "OLMO_WALLTIME_END"
+"""Overrides the job's end time (Unix seconds): for tests, and for launchers that know it."""
+
+
+def job_end_time() -> float | None:
+    """Unix time at which the job will be killed: $OLMO_WALLTIME_END, else SLURM's, else None."""
+    override = os.environ.get(WALLTIME_ENV)
+    if override:
+        try:
+            return float(override)
+        except ValueError:
+            raise OlmoError(f"{WALLTIME_ENV}={override!r}: expected Unix seconds") from None
+    return slurm_end_time()
+
+
 def slurm_end_time() -> float | None:
     """Unix time at which SLURM will kill this job, or None (not under SLURM / unlimited)."""
     job = os.environ.get("SLURM_JOB_ID")
@@ -59,9 +78,17 @@ def slurm_end_time() -> float | None:
             ["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True, text=True, timeout=20
         )
     except (OSError, subprocess.TimeoutExpired):
+        out = None
+    if out is None or out.returncode != 0:
+        log.warning("squeue failed: the job's end time is unknown, no walltime exit")
         return None
-    text = out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
-    if not text or text in ("N/A", "NONE", "UNLIMITED"):
+    return parse_squeue_time(out.stdout)
+
+
+def parse_squeue_time(text: str) -> float | None:
+    """squeue's `%e` (local time, e.g. 2026-11-23T12:00:00) as Unix time; None if unlimited."""
+    text = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not text or text in ("N/A", "NONE", "UNLIMITED", "Unknown"):
         return None
     try:
         return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
@@ -101,3 +128,94 @@ class Watchdog:
                     faulthandler.dump_traceback(file=f, all_threads=True)
                 log.error("watchdog: no step in %.0fs; stacks in %s; exiting", idle, self.dump_path)
                 os._exit(WATCHDOG_EXIT_CODE)
+
+
+# ---- fault injection (tests) -------------------------------------------------------------
+FAULT_ENV = "OLMO_FAULT_INJECT"
+"""Test-only: `ACTION@WHEN[,rank=R][;...]`, e.g. `kill@step=7,rank=1;kill@save=10;hang@step=5;
+nan@step=4-8`. kill = SIGKILL itself after step N's boundary (metrics flushed, checkpoint done)
+or, with save=N, after writing step N's checkpoint shards but before the commit; hang = stop
+making progress after step N; nan = non-finite gradients and loss at step(s) N[-M]. Without
+rank= every rank acts. kill and hang fire once per run dir (a marker file remembers them), so
+the restarted run gets past the step."""
+_FAULT_RE = re.compile(r"^(kill|hang|nan)@(step|save)=(\d+)(?:-(\d+))?(?:,rank=(\d+))?$")
+
+
+@dataclass(frozen=True)
+class Fault:
+    action: str
+    where: str
+    first: int
+    last: int
+    rank: int | None
+    index: int
+
+
+def parse_faults(text: str) -> list[Fault]:
+    faults = []
+    for i, part in enumerate(p.strip() for p in text.split(";") if p.strip()):
+        m = _FAULT_RE.match(part)
+        if not m or (m.group(1) == "nan" and m.group(2) == "save"):
+            raise OlmoError(
+                f"{FAULT_ENV}: cannot parse '{part}'; expected e.g. kill@step=7,rank=1, "
+                "kill@save=10, hang@step=5 or nan@step=4-8"
+            )
+        action, where, first, last, rank = m.groups()
+        last = last or first
+        faults.append(
+            Fault(action, where, int(first), int(last), None if rank is None else int(rank), i)
+        )
+    return faults
+
+
+class FaultInjector:
+    """Acts out the faults of $OLMO_FAULT_INJECT at deterministic points of the loop."""
+
+    def __init__(self, faults: list[Fault], rank: int, run_dir: Path):
+        self.rank, self.run_dir = rank, run_dir
+        self.faults = [f for f in faults if f.rank is None or f.rank == rank]
+
+    @classmethod
+    def from_env(cls, rank: int, run_dir: Path) -> FaultInjector | None:
+        text = os.environ.get(FAULT_ENV, "")
+        return cls(parse_faults(text), rank, run_dir) if text.strip() else None
+
+    def _due(self, action: str, where: str, step: int) -> Fault | None:
+        for f in self.faults:
+            if f.action == action and f.where == where and f.first <= step <= f.last:
+                return f
+        return None
+
+    def _fire_once(self, fault: Fault) -> bool:
+        """True the first time this fault fires on this rank in this run dir."""
+        marker = self.run_dir / f".fault{fault.index}-rank{self.rank}"
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        os.fsync(fd)
+        os.close(fd)
+        return True
+
+    def after_step(self, step: int) -> None:
+        for action in ("kill", "hang"):
+            fault = self._due(action, "step", step)
+            if fault and self._fire_once(fault):
+                self._act(action, f"step {step}")
+
+    def after_save_written(self, step: int) -> None:
+        fault = self._due("kill", "save", step)
+        if fault and self._fire_once(fault):
+            self._act("kill", f"the save of step {step}")
+
+    def nan_at(self, step: int) -> bool:
+        return self._due("nan", "step", step) is not None
+
+    def _act(self, action: str, when: str) -> None:
+        log.warning("%s: injected %s at %s on rank %d", FAULT_ENV, action, when, self.rank)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        if action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        while True:  # hang: the main thread makes no progress; the watchdog must notice
+            time.sleep(1)

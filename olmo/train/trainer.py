@@ -21,7 +21,13 @@ from olmo.config.schema import Config
 from olmo.data.loader import batch_hash as batch_hash_of
 from olmo.errors import OlmoError
 from olmo.train.callbacks import Callback
-from olmo.train.fault import REQUEUE_EXIT_CODE, StopFlag, Watchdog, slurm_end_time
+from olmo.train.fault import (
+    REQUEUE_EXIT_CODE,
+    FaultInjector,
+    StopFlag,
+    Watchdog,
+    job_end_time,
+)
 from olmo.train.loss import cross_entropy_loss
 from olmo.train.optim import lr_factor, set_lr
 from olmo.train.setup import Components
@@ -75,6 +81,9 @@ class Trainer:
         self.seq_len = cfg.data.seq_len
         self.gbs = cfg.train.global_batch_size
         self.tokens_per_step = self.gbs * (self.seq_len - 1)
+        self.faults = FaultInjector.from_env(self.env.rank, parts.run_dir)
+        if self.faults is not None:
+            self.checkpointer.on_written = self.faults.after_save_written
 
     # ---- lifecycle ----------------------------------------------------------------------
     def fit(self) -> int:
@@ -82,8 +91,12 @@ class Trainer:
         self.stop.install()
         self._resume()
         self._batches = iter(self.loader)
-        end = slurm_end_time()
+        end = job_end_time()
         self.deadline = end - self.cfg.train.walltime_margin_s if end else None
+        if self.deadline is not None:
+            log.info(
+                "job ends at %s: checkpoint and exit by %s", _clock(end), _clock(self.deadline)
+            )
         watchdog = Watchdog(
             self.cfg.train.watchdog_timeout_s,
             self.parts.run_dir / "stacks" / f"rank{self.env.rank}.txt",
@@ -99,6 +112,8 @@ class Trainer:
                 if self._at_boundary() == "stop":
                     status = "requeue"
                     break
+                if self.faults is not None:
+                    self.faults.after_step(self.state.step)
             self._flush()
             if (
                 status == "completed"
@@ -121,6 +136,7 @@ class Trainer:
     def _resume(self) -> None:
         path = self.checkpointer.find_resume_point()
         if path is None:
+            self.parts.on_resume(0)  # a killed attempt before the first checkpoint logged steps
             return
         saved = self.checkpointer.load(path, self.model, self.optim)
         if saved is not None:
@@ -141,6 +157,8 @@ class Trainer:
         batch_hash = batch_hash_of(self.loader.global_indices(index))
         batch = batch.to(self.env.device, non_blocking=True)
         loss_sum = self.forward_backward(batch)
+        if self.faults is not None and self.faults.nan_at(step):
+            loss_sum = self._poison_gradients(loss_sum)
         grad_norm = self.clip_gradients()
         if torch.isfinite(grad_norm):
             self.optim.step()
@@ -153,6 +171,13 @@ class Trainer:
         self._pending.append(
             _Pending(step, loss_sum, grad_norm, lr, batch_hash, self.tokens_per_step)
         )
+        if self.state.nonfinite_in_a_row >= self.cfg.train.max_nonfinite_steps:
+            self._flush()  # every rank is here at the same step: the norm is global
+            raise NonFiniteLossError(
+                f"stopping at step {step}: {self.state.nonfinite_in_a_row} consecutive steps with "
+                "non-finite loss (train.max_nonfinite_steps), each skipped; lower optim.lr or "
+                "resume from an earlier checkpoint"
+            )
         self._emit("post_step", step)
 
     def forward_backward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -178,6 +203,13 @@ class Trainer:
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
         return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
+    def _poison_gradients(self, loss_sum: torch.Tensor) -> torch.Tensor:
+        """Injected fault: what a numerical blow-up looks like to the loop."""
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.fill_(float("nan"))
+        return loss_sum * float("nan")
+
     def _nonfinite(self, step: int) -> None:
         self.state.nonfinite_in_a_row += 1
         self.state.skipped_steps.append(step)
@@ -186,11 +218,6 @@ class Trainer:
             step,
             self.state.nonfinite_in_a_row,
         )
-        if self.state.nonfinite_in_a_row >= self.cfg.train.max_nonfinite_steps:
-            raise NonFiniteLossError(
-                f"stopping: {self.state.nonfinite_in_a_row} consecutive steps with non-finite loss "
-                f"(train.max_nonfinite_steps); lower optim.lr or resume from an earlier checkpoint"
-            )
 
     # ---- step boundary ------------------------------------------------------------------
     def _at_boundary(self) -> str:
@@ -258,6 +285,10 @@ class Trainer:
     def _emit(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 def run_training(cfg: Config, run_dir: Path) -> int:
