@@ -13,6 +13,7 @@ from olmo.distributed.config import DistributedConfig
 from olmo.errors import OlmoError
 from olmo.eval.config import DownstreamEvalConfig
 from olmo.model.config import ModelConfig
+from olmo.observe.config import WandbConfig
 from olmo.train.config import OptimConfig, SchedulerConfig, TrainerConfig
 
 
@@ -34,6 +35,8 @@ class Config:
     """Process group, FSDP, activation checkpointing, compile."""
     eval: DownstreamEvalConfig = field(default_factory=DownstreamEvalConfig)
     """In-loop downstream evaluation (zero-shot OLMo tasks)."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Weights & Biases logging (online, offline or disabled; resumed across requeues)."""
 
     def resolve(self) -> Config:
         """Apply presets and derived values, then validate: the saved config is this one."""

@@ -178,6 +178,7 @@ def build_components(cfg: Config, run_dir: Path) -> Components:
 
 
 def default_callbacks(cfg: Config, parts: Components) -> list[Callback]:
+    from olmo.observe.wandb_logger import WandbLogger
     from olmo.train.evaluate import HeldOutEval
 
     cbs: list[Callback] = []
@@ -188,5 +189,6 @@ def default_callbacks(cfg: Config, parts: Components) -> list[Callback]:
 
         cbs.append(DownstreamEval(cfg.eval, cfg.data.build_tokenizer()))
     cbs.append(ConsoleProgress(cfg.train.progress, cfg.train.max_steps))
+    cbs.append(WandbLogger(cfg.wandb, parts.run_dir, config_to_dict(cfg), parts.attempt))
     cbs.append(MetricsWriter(parts.run_dir / "metrics.jsonl"))
     return cbs

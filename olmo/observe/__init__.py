@@ -1,0 +1,1 @@
+"""Observability: the wandb logger callback and `olmo report` (plots + summary of a run dir)."""
