@@ -180,6 +180,9 @@ def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profi
     missing = _missing(Profile, data, "")
     if missing:
         raise OlmoError(f"{source}: missing required key '{missing}'")
+    box = data.get("container")
+    if isinstance(box, dict) and box.get("runtime") == "none" and box.get("image") == REQUIRED:
+        box["image"] = None  # no container, no image to name
     unset = _placeholder(data)
     if unset:
         raise OlmoError(

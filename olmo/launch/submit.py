@@ -75,8 +75,15 @@ class TrainTask:
             msg = restart_limit_message(REQUEUE_EXIT_CODE)
             if msg:
                 raise OlmoError(msg)
-            subprocess.run(["scontrol", "requeue", env.job_id], check=True, timeout=60)
-            print(f"olmo: requeued job {env.job_id}", file=sys.stderr, flush=True)
+            # Fails harmlessly when SLURM is already requeueing us (scontrol requeue, node loss).
+            proc = subprocess.run(
+                ["scontrol", "requeue", env.job_id], capture_output=True, text=True, timeout=60
+            )
+            print(
+                f"olmo: requeue job {env.job_id}: rc {proc.returncode} {proc.stderr.strip()}",
+                file=sys.stderr,
+                flush=True,
+            )
         raise SystemExit(-1)  # not an Exception: submitit writes no result for this attempt
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:

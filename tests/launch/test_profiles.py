@@ -1,0 +1,128 @@
+"""Profiles, the sbatch renderer and the submitit parameters (no cluster needed)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from olmo.errors import OlmoError
+from olmo.launch.profile import cluster_dir, load_profile, repo_root
+from olmo.launch.sbatch import JobSpec, render, write_references
+from olmo.launch.submit import _minutes, device_env, executor_params
+
+LUMI_SITE = ["slurm.account=project_465000123", "container.image=/project/olmo.sif"]
+
+
+def test_shipped_profiles_load():
+    lumi = load_profile("lumi", LUMI_SITE)
+    assert lumi.devices.kind == "rocm" and lumi.devices.per_node == 8
+    assert lumi.slurm.cpus_per_task == 7 and lumi.slurm.cpu_bind.startswith("mask_cpu:")
+    a100 = load_profile("a100", ["slurm.account=x", "container.image=/x.sif"])
+    assert a100.devices.kind == "cuda" and a100.container.gpu_flag == "--nv"
+    local = load_profile("local")
+    assert local.container.runtime == "none" and local.energy.pue == 1.1
+    for p in (lumi, a100, local):
+        assert p.energy.carbon_intensity_g_per_kwh >= 0
+
+
+def test_site_value_must_be_set():
+    with pytest.raises(OlmoError, match=r"'slurm.account' must be set for your site"):
+        load_profile("lumi")
+
+
+def test_unknown_and_missing_keys_fail_clearly(tmp_path: Path):
+    with pytest.raises(
+        OlmoError, match=r"unknown key 'slurm.acount'.*did you mean 'slurm.account'"
+    ):
+        load_profile("local", ["slurm.acount=x"])
+    bad = tmp_path / "site.yaml"
+    bad.write_text("name: site\nslurm: {time: '01:00:00'}\ndevices: {kind: cpu, per_node: 1}\n")
+    with pytest.raises(OlmoError, match=r"site.yaml: missing required key 'slurm.partition'"):
+        load_profile(str(bad))
+    with pytest.raises(OlmoError, match=r"no profile .*known: a100, local, lumi"):
+        load_profile("nosuch")
+    with pytest.raises(OlmoError, match=r"container.image is required"):
+        load_profile("local", ["container.runtime=apptainer"])
+
+
+def test_site_profile_extends_a_shipped_one(tmp_path: Path):
+    site = tmp_path / "mylumi.yaml"
+    site.write_text(
+        "base: lumi\nslurm: {account: project_465000999, nodes: 2}\n"
+        "container: {image: /scratch/olmo.sif}\n"
+    )
+    p = load_profile(str(site))
+    assert (p.slurm.account, p.slurm.nodes, p.slurm.partition) == (
+        "project_465000999",
+        2,
+        "standard-g",
+    )
+    assert "/var/spool/slurmd" in p.container.binds
+
+
+def test_slurm_dir_matches_renderer(tmp_path: Path):
+    """slurm/*.sbatch are the renderer's output; re-render with `python -m olmo.launch.sbatch`."""
+    for path in write_references(tmp_path):
+        ref = repo_root() / "slurm" / path.name
+        assert ref.read_text() == path.read_text(), (
+            f"{ref} differs from the renderer; run `python -m olmo.launch.sbatch` and commit"
+        )
+
+
+def test_rendered_script_has_restart_options():
+    text = render(load_profile("local"), JobSpec("configs/tiny.yaml", "runs/x", ["--a.b=1"]))
+    for opt in ("--requeue", "--open-mode=append", "--signal=USR2@30", "--nodes=2"):
+        assert f"#SBATCH {opt}\n" in text
+    assert "TRAIN_ARGS=(--train.walltime_margin_s=30 --a.b=1)" in text
+    assert "OLMO=(srun --kill-on-bad-exit=1 --ntasks-per-node=1" in text
+    assert "  python -m olmo)" in text  # no container on the local cluster
+    assert "doctor --expect-devices 1 --kind cpu" in text
+
+
+def test_container_lines():
+    lumi = (repo_root() / "slurm" / "lumi.sbatch").read_text()
+    assert (
+        '  singularity exec -B "$PWD,/pfs,/scratch,/projappl,/project,/flash,/var/spool/slurmd,'
+        '/opt/cray/,/usr/lib64/libcxi.so.1,/usr/lib64/libjansson.so.4" '
+        "/project/project_465000000/olmo-hpc-rocm.sif python -m olmo)"
+    ) in lumi
+    assert "--distribution=block:block '--cpu-bind=mask_cpu:fe000000000000," in lumi
+    assert "export SINGULARITYENV_LD_LIBRARY_PATH=/opt/cray/libfabric" in lumi
+    a100 = (repo_root() / "slurm" / "a100.sbatch").read_text()
+    assert '  apptainer exec --nv -B "$PWD" "$HOME/olmo-hpc-cuda.sif" python -m olmo)' in a100
+    bare = render(
+        load_profile("a100", ["slurm.account=x", "container.runtime=none"]),
+        JobSpec("c.yaml", "runs/c"),
+    )
+    assert "  python -m olmo)" in bare and "apptainer" not in bare
+    params = executor_params(load_profile("lumi", LUMI_SITE))
+    assert params["slurm_python"].startswith('singularity exec -B "$PWD,/pfs,')
+    assert params["slurm_python"].endswith(" /project/olmo.sif python")
+    assert params["slurm_additional_parameters"]["requeue"] is True
+    assert params["tasks_per_node"] == 8 and params["slurm_signal_delay_s"] == 300
+
+
+def test_device_env_per_task():
+    assert device_env("rocm", 3) == {"ROCR_VISIBLE_DEVICES": "3"}
+    assert device_env("cuda", 5) == {"CUDA_VISIBLE_DEVICES": "5"}
+    assert device_env("cpu", 0) == {}
+    assert [_minutes(t) for t in ("48:00:00", "1-00:00:00", "10", "00:00:30")] == [
+        2880,
+        1440,
+        10,
+        1,
+    ]
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_shellcheck_every_script():
+    scripts = [
+        *sorted((cluster_dir() / "local").glob("*.sh")),
+        *sorted((repo_root() / "slurm").glob("*.sbatch")),
+    ]
+    assert len(scripts) >= 8
+    proc = subprocess.run(["shellcheck", "-x", *map(str, scripts)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout

@@ -1,0 +1,250 @@
+"""Launch and restart policy against the real local SLURM cluster (slow: real jobs, real requeues).
+
+All runs train the same small model for the same steps on 2 ranks, so every interrupted run must
+end bitwise equal to the uninterrupted reference, with every step in metrics.jsonl exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from olmo.checkpoint.io import load_model, parameter_digest
+from olmo.launch.profile import repo_root
+from tests.helpers import SMALL, olmo, read_metrics
+from tests.launch.conftest import crash_node, rank0_node, sacct_state, wait_gone
+
+pytestmark = pytest.mark.slow
+
+STEPS = 60
+TRAIN = [*SMALL, f"--train.max_steps={STEPS}", "--train.log_interval=1"]
+CONFIG = str(repo_root() / "configs" / "tiny.yaml")
+
+
+def digest(run: Path) -> str:
+    return parameter_digest(load_model(run / "checkpoints" / f"step{STEPS}"))
+
+
+def assert_every_step_once(run: Path) -> list[dict]:
+    steps = [r["step"] for r in read_metrics(run)]
+    assert steps == list(range(1, STEPS + 1)), f"steps logged: {steps}"
+    return read_metrics(run)
+
+
+def submit_launch(run: Path, *extra: str) -> str:
+    out = olmo(
+        "launch",
+        "--cluster",
+        "local",
+        CONFIG,
+        "--nodes",
+        "2",
+        "--run-dir",
+        str(run),
+        *extra,
+        *TRAIN,
+    ).stdout
+    return re.search(r"submitted job (\d+)", out).group(1)
+
+
+def submit_sbatch(run: Path, *sets: str, train: list[str] = TRAIN) -> str:
+    """Render the local profile's script (plain sbatch path) and submit it."""
+    script = run.parent / f"{run.name}.sbatch"
+    olmo(
+        "sbatch",
+        "--cluster",
+        "local",
+        *sets,
+        "--run-dir",
+        str(run),
+        "-o",
+        str(script),
+        CONFIG,
+        *train,
+    )
+    return sbatch(script, run.parent / f"{run.name}-%j.out", {})
+
+
+def sbatch(script: Path, output: Path, env: dict[str, str]) -> str:
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    proc = subprocess.run(
+        ["sbatch", "--parsable", f"--chdir={repo_root()}", f"--output={output}", str(script)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": path, **env},
+        check=True,
+    )
+    return proc.stdout.strip().split(";")[0]
+
+
+def wait_for(pred, timeout: float, what: str):
+    end = time.time() + timeout
+    while time.time() < end:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def committed(run: Path, step: int) -> bool:
+    return (run / "checkpoints" / f"step{step}" / "COMMITTED.json").exists()
+
+
+def result_of(run: Path, job: str) -> tuple:
+    with open(run / "slurm" / f"{job}_0_result.pkl", "rb") as f:
+        return pickle.load(f)
+
+
+@pytest.fixture(scope="module")
+def reference(slurm_cluster: Path, tmp_path_factory) -> tuple[Path, str]:
+    """The uninterrupted run: `olmo launch --cluster local configs/tiny.yaml --nodes 2 --wait`."""
+    run = tmp_path_factory.mktemp("ref") / "run"
+    out = olmo(
+        "launch",
+        "--cluster",
+        "local",
+        CONFIG,
+        "--nodes",
+        "2",
+        "--run-dir",
+        str(run),
+        "--wait",
+        *TRAIN,
+        timeout=300,
+    ).stdout
+    return run, out
+
+
+def test_launch_two_ranks_on_two_nodes(reference):
+    run, out = reference
+    assert re.search(r"submitted job \d+", out) and "logs: " in out
+    results = json.loads(out.strip().splitlines()[-1])
+    assert sorted((r["rank"], r["node"]) for r in results) == [(0, "n1"), (1, "n2")]
+    assert_every_step_once(run)
+    env = json.loads((run / "env.json").read_text())
+    assert env["world_size"] == 2 and env["slurm"]["SLURM_NNODES"] == "2"
+    assert env["slurm"]["SLURM_JOB_NODELIST"] == "n[1-2]"
+
+
+def test_node_failure_requeues_resumes_and_matches(healthy_cluster, reference, tmp_path):
+    """Crash the node running rank 0 after a checkpoint; SLURM requeues, the run resumes on the
+    other nodes and ends bitwise equal; a later preemption requeues it without the failed node."""
+    run = tmp_path / "run"
+    job = submit_sbatch(run, "--set=doctor=false")
+    wait_for(lambda: committed(run, 10), 120, "checkpoint step 10")
+    node = wait_for(lambda: rank0_node(job), 10, "rank 0's node")
+    crash_node(healthy_cluster, node, job)
+    t_kill = time.time()
+    first = wait_for(
+        lambda: [r for r in read_metrics(run) if r["attempt"] == 2], 180, "a resumed step"
+    )[0]
+    resume_s = first["time"] - t_kill
+    # The failed node comes back; preempt the job (USR2): it must requeue without that node.
+    subprocess.run(
+        ["bash", str(repo_root() / "cluster/local/up.sh"), "--root", str(healthy_cluster)],
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    wait_gone(job, 240)
+    assert sacct_state(job) == "COMPLETED"
+    assert (run / "failed_nodes.txt").read_text().split() == [node]
+    nodelists = (run / "slurm_nodes.txt").read_text().split()
+    assert len(nodelists) >= 3 and all(
+        node
+        not in subprocess.run(
+            ["scontrol", "show", "hostnames", nl], capture_output=True, text=True
+        ).stdout.split()
+        for nl in nodelists[1:]
+    )
+    metrics = assert_every_step_once(run)
+    assert {r["attempt"] for r in metrics} >= {1, 2, 3}
+    assert digest(run) == digest(reference[0])
+    record = {
+        "benchmark": "slurm_restart",
+        "kill_to_first_resumed_step_s": round(resume_s, 1),
+        "goal_s": 60,
+        "nodes": 2,
+        "slurmd_timeout_s": 5,
+        "cred_expire_s": 10,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    print(json.dumps(record))
+    if os.environ.get("OLMO_BENCH_OUT"):
+        with open(os.environ["OLMO_BENCH_OUT"], "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def test_preemption_scontrol_requeue_and_submitit_interrupt(healthy_cluster, reference, tmp_path):
+    """`scontrol requeue` (SIGTERM) and then submitit's interrupt (USR2): checkpoint, requeue,
+    resume; no lost or repeated steps; same final weights."""
+    import submitit
+
+    run = tmp_path / "run"
+    job = submit_launch(run)
+    wait_for(
+        lambda: len(read_metrics(run)) >= 12 if (run / "metrics.jsonl").exists() else 0,
+        120,
+        "12 steps",
+    )
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    wait_for(lambda: [r for r in read_metrics(run) if r["attempt"] == 2], 120, "attempt 2")
+    submitit.SlurmJob(run / "slurm", job)._interrupt()
+    wait_gone(job, 240)
+    assert result_of(run, job)[0] == "success"
+    metrics = assert_every_step_once(run)
+    assert {r["attempt"] for r in metrics} == {1, 2, 3}
+    assert digest(run) == digest(reference[0])
+    lines = (run / "attempts.jsonl").read_text().splitlines()
+    counts = [json.loads(x)["slurm_restart_count"] for x in lines]
+    assert counts == [0, 1, 2]
+
+
+def test_walltime_checkpoints_and_requeues(healthy_cluster, reference, tmp_path):
+    """A 1-minute walltime with a 40 s margin: each attempt checkpoints and requeues in time."""
+    run = tmp_path / "run"
+    job = submit_sbatch(run, "--set=doctor=false", "--set=slurm.signal_margin_s=40", "--time=1")
+    wait_gone(job, 400)
+    assert sacct_state(job) == "COMPLETED"
+    metrics = assert_every_step_once(run)
+    assert len({r["attempt"] for r in metrics}) >= 2
+    assert digest(run) == digest(reference[0])
+
+
+def test_crash_loop_stops_at_restart_limit(healthy_cluster, tmp_path):
+    """A job that fails the same way every time (watchdog exit 86) stops after max_restarts."""
+    run = tmp_path / "run"
+    job = submit_sbatch(
+        run,
+        "--set=doctor=false",
+        "--set=restart.max_restarts=1",
+        train=[*TRAIN, "--train.watchdog_timeout_s=0.01"],
+    )
+    wait_gone(job, 240)
+    log = (tmp_path / f"run-{job}.out").read_text()
+    assert "olmo: restart limit reached: job" in log and "restarted 1 times" in log
+    assert log.count("olmo: trainer exited with 86") == 2
+    assert sacct_state(job) == "FAILED"
+    assert len((run / "attempts.jsonl").read_text().splitlines()) == 2
+
+
+def test_rendered_local_script_completes_with_plain_sbatch(healthy_cluster, tmp_path):
+    job = sbatch(
+        repo_root() / "slurm" / "local.sbatch",
+        tmp_path / "job.out",
+        {"OLMO_RUN_DIR": str(tmp_path / "run")},
+    )
+    wait_gone(job, 240)
+    log = (tmp_path / "job.out").read_text()
+    assert sacct_state(job) == "COMPLETED", log[-2000:]
+    assert '"doctor": "ok"' in log and '"nodes": ["n1", "n2"]' in log
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == list(range(1, 21))
