@@ -1,0 +1,130 @@
+"""PNG plots of a run (matplotlib Figure objects rendered by Agg; no pyplot state, no display)."""
+
+from __future__ import annotations
+
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from olmo.observe.rundata import RunData
+
+_RESTART = {"color": "tab:red", "linestyle": "--", "linewidth": 1.0, "alpha": 0.7}
+
+
+def _figure(rows: int = 1) -> tuple[Figure, list[Any]]:
+    fig = Figure(figsize=(8, 3.2 * rows), layout="constrained")
+    axes = [fig.add_subplot(rows, 1, i + 1) for i in range(rows)]
+    return fig, axes
+
+
+def _mark_restarts(ax: Any, run: RunData) -> None:
+    """Dashed line at the first step of every attempt after the first (where it resumed)."""
+    for i, (attempt, step) in enumerate(sorted(run.attempt_first_steps().items())):
+        if i == 0:
+            continue
+        ax.axvline(step, **_RESTART, label="restart" if i == 1 else None)
+        ax.annotate(f"attempt {attempt}", (step, 1), xycoords=("data", "axes fraction"),
+                    xytext=(3, -12), textcoords="offset points", fontsize=7, color="tab:red")  # fmt: skip
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def plot_loss(run: RunData, out: Path) -> Path:
+    fig, (ax,) = _figure()
+    ax.plot(*run.series("loss"), label="train", linewidth=1)
+    steps, ev = run.series("eval_loss")
+    if steps:
+        ax.plot(steps, ev, "o-", label="eval (held out)", markersize=4)
+    _mark_restarts(ax, run)
+    ax.set(xlabel="step", ylabel="loss (nats/token)", title="Loss")
+    ax.legend()
+    return _save(fig, out / "loss.png")
+
+
+def plot_lr(run: RunData, out: Path) -> Path:
+    fig, (ax,) = _figure()
+    ax.plot(*run.series("lr"), linewidth=1)
+    _mark_restarts(ax, run)
+    ax.set(xlabel="step", ylabel="learning rate", title="Learning rate")
+    return _save(fig, out / "lr.png")
+
+
+def plot_throughput(run: RunData, mfu_per_step: list[float | None], out: Path) -> Path:
+    fig, (ax, ax2) = _figure(2)
+    steps, tps = run.series("tokens_per_s")
+    ax.plot(steps, tps, linewidth=1)
+    ax.set(ylabel="tokens/s (all ranks)", title="Throughput")
+    pts = [(s, 100 * m) for s, m in zip(steps, mfu_per_step, strict=True) if m is not None]
+    if pts:
+        ax2.plot([s for s, _ in pts], [m for _, m in pts], linewidth=1, color="tab:green")
+        ax2.set(ylabel="MFU (% of bf16 peak)")
+    else:
+        ax2.text(0.5, 0.5, "MFU n/a: no bf16 peak FLOP/s known for this device (CPU?)",
+                 ha="center", va="center", transform=ax2.transAxes)  # fmt: skip
+        ax2.set_axis_off()
+    ax2.set(xlabel="step")
+    for a in (ax, ax2):
+        _mark_restarts(a, run)
+    return _save(fig, out / "throughput.png")
+
+
+def power_keys(run: RunData) -> list[str]:
+    keys = {k for r in run.records for k in r if k.startswith("power")}
+    return sorted(k for k in keys if run.series(k)[0])
+
+
+def plot_energy(run: RunData, out: Path) -> Path | None:
+    """Power per step and cumulative energy (from per-step `energy_j`); None without such data."""
+    pkeys, (esteps, ej) = power_keys(run), run.series("energy_j")
+    if not pkeys and not esteps:
+        return None
+    fig, (ax, ax2) = _figure(2)
+    for k in pkeys:
+        ax.plot(*run.series(k), linewidth=1, label=k)
+    if pkeys:
+        ax.legend()
+    ax.set(ylabel="power (W)", title="Power and energy")
+    if esteps:
+        ax2.plot(esteps, [j / 3.6e6 for j in accumulate(ej)], linewidth=1, color="tab:orange")
+    ax2.set(xlabel="step", ylabel="cumulative energy (kWh)")
+    for a in (ax, ax2):
+        _mark_restarts(a, run)
+    return _save(fig, out / "energy.png")
+
+
+def _time_unit(span_s: float) -> tuple[float, str]:
+    if span_s > 3 * 3600:
+        return 3600.0, "h"
+    return (60.0, "min") if span_s > 180 else (1.0, "s")
+
+
+def plot_timeline(run: RunData, out: Path) -> Path:
+    """Steps and loss against wall-clock time, each attempt its own segment, restarts marked."""
+    starts = [a["time"] for a in run.attempts if isinstance(a.get("time"), (int, float))]
+    t0 = min(starts + [r["time"] for r in run.records if "time" in r])
+    span = max(r.get("time", t0) for r in run.records) - t0
+    scale, unit = _time_unit(span)
+    fig, (ax, ax2) = _figure(2)
+    by_attempt: dict[int, list[dict[str, Any]]] = {}
+    for r in run.records:  # records of one log flush share its time: keep the flush's last
+        if "time" in r:
+            recs = by_attempt.setdefault(int(r.get("attempt", 1)), [])
+            if recs and recs[-1]["time"] == r["time"]:
+                recs.pop()
+            recs.append(r)
+    for attempt, recs in sorted(by_attempt.items()):
+        t = [(r["time"] - t0) / scale for r in recs]
+        ax.plot(t, [r["step"] for r in recs], ".-", markersize=3, label=f"attempt {attempt}")
+        ax2.plot(t, [r["loss"] for r in recs], linewidth=1)
+    for i, s in enumerate(starts[1:]):
+        for a in (ax, ax2):
+            a.axvline((s - t0) / scale, **_RESTART, label="restart" if i == 0 and a is ax else None)
+    ax.set(ylabel="step", title="Progress over time (segments = attempts)")
+    ax.legend(fontsize=7)
+    ax2.set(xlabel=f"wall-clock time since the first start ({unit})", ylabel="train loss")
+    return _save(fig, out / "timeline.png")
