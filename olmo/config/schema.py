@@ -10,6 +10,7 @@ from olmo.checkpoint.config import CheckpointConfig
 from olmo.config.loader import deep_merge, from_dict, parse_overrides, read_yaml, to_dict
 from olmo.data.config import DataConfig
 from olmo.distributed.config import DistributedConfig
+from olmo.energy.config import EnergyConfig
 from olmo.errors import OlmoError
 from olmo.eval.config import DownstreamEvalConfig
 from olmo.model.config import ModelConfig
@@ -35,6 +36,8 @@ class Config:
     """Process group, FSDP, activation checkpointing, compile."""
     eval: DownstreamEvalConfig = field(default_factory=DownstreamEvalConfig)
     """In-loop downstream evaluation (zero-shot OLMo tasks)."""
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
+    """Energy/power measurement: backend, sampling interval, PUE and grid carbon intensity."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
     """Weights & Biases logging (online, offline or disabled; resumed across requeues)."""
 
@@ -44,6 +47,7 @@ class Config:
         self.model.validate()
         self.data.validate()
         self.eval.validate()
+        self.energy.validate()
         if self.data.seq_len > self.model.max_seq_len:
             raise OlmoError(
                 f"data.seq_len ({self.data.seq_len}) > model.max_seq_len ({self.model.max_seq_len}); lower one or raise the other"

@@ -188,6 +188,10 @@ def default_callbacks(cfg: Config, parts: Components) -> list[Callback]:
         from olmo.eval.callback import DownstreamEval
 
         cbs.append(DownstreamEval(cfg.eval, cfg.data.build_tokenizer()))
+    if cfg.energy.enabled:  # before the writers: adds energy_j/power_w, writes energy.json
+        from olmo.energy.callback import EnergyMonitor
+
+        cbs.append(EnergyMonitor(cfg.energy, parts.run_dir, parts.env, parts.attempt))
     cbs.append(ConsoleProgress(cfg.train.progress, cfg.train.max_steps))
     cbs.append(WandbLogger(cfg.wandb, parts.run_dir, config_to_dict(cfg), parts.attempt))
     cbs.append(MetricsWriter(parts.run_dir / "metrics.jsonl"))

@@ -1,0 +1,1 @@
+"""Energy and power measurement of training runs: backends, per-node sampler, energy.json."""

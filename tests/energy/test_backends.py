@@ -1,0 +1,122 @@
+"""Backends' arithmetic at the hardware boundary: units, wrap-around, MI250X attribution."""
+
+from __future__ import annotations
+
+import pytest
+
+from olmo.energy import choose
+from olmo.energy.amd import AmdSmiBackend
+from olmo.energy.base import BackendUnavailable, Counter, UnavailableBackend
+from olmo.energy.choose import select_backend
+from olmo.energy.nvml import NvmlBackend
+from olmo.energy.rapl import RaplBackend
+from tests.energy.fakes import FakeAmdSmi, FakeNvml, make_powercap
+
+
+def test_counter_wraps_at_max_range_and_never_goes_negative_on_reset():
+    c = Counter(scale_j=1e-6, wrap=1000)
+    c.update(900)
+    c.update(950)
+    assert c.update(10) == pytest.approx((50 + 60) * 1e-6)  # 950 → 1000 ≡ 0 → 10
+    assert c.wraps == 1
+    no_wrap = Counter(scale_j=1e-3)
+    no_wrap.update(5000)
+    no_wrap.update(7000)
+    assert no_wrap.update(100) == pytest.approx(2.0)  # driver reload: that interval counts 0
+    assert no_wrap.update(600) == pytest.approx(2.5) and no_wrap.resets == 1
+
+
+def test_nvml_converts_mj_and_mw_and_integrates_power_without_counter():
+    api = FakeNvml(energy_mj=[1_000_000, None], power_mw=[250_000, 70_500])
+    b = NvmlBackend(api)
+    assert [d.name for d in b.devices] == ["gpu0", "gpu1"]
+    assert b.devices[0].info["product"] == "NVIDIA H100 80GB HBM3"
+    first = b.read()
+    assert first[0].energy_j == 0.0 and first[0].power_w == 250.0
+    assert first[1].energy_j is None and first[1].power_w == 70.5
+    api.energy_mj[0] += 123_456  # mJ
+    assert b.read()[0].energy_j == pytest.approx(123.456)
+    b.close()
+    assert not api.initialized
+
+
+def test_nvml_without_driver_is_unavailable_with_the_reason():
+    class NoDriver(FakeNvml):
+        def nvmlInit(self):
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    with pytest.raises(BackendUnavailable, match="NVML Shared Library Not Found"):
+        NvmlBackend(NoDriver([], []))
+    with pytest.raises(BackendUnavailable, match="no NVIDIA GPU"):
+        NvmlBackend(FakeNvml([], []))
+
+
+def test_mi250x_power_is_attributed_per_package_from_the_even_gcd():
+    # 4 GCDs = 2 packages; odd GCDs report nothing useful (0 ticks, 0 W)
+    api = FakeAmdSmi("AMD Instinct MI250X", ticks=[1000, 0, 5000, 0], power_w=[400, 0, 380, 0])
+    b = AmdSmiBackend(api)
+    assert [d.name for d in b.devices] == ["gpu-pkg0", "gpu-pkg1"]
+    assert [d.info["gcds"] for d in b.devices] == [[0, 1], [2, 3]]
+    b.read()
+    api.ticks[0] += 100_000
+    api.ticks[2] += 200_000
+    api.ticks[1] += 999_999  # even if an odd GCD ever reported, it must not be counted twice
+    r = b.read()
+    assert r[0].energy_j == pytest.approx(100_000 * 15.3e-6)  # ticks × µJ resolution → J
+    assert r[1].energy_j == pytest.approx(200_000 * 15.3e-6)
+    assert [x.power_w for x in r] == [400, 380]
+    assert set(api.energy_reads) == {0, 2}
+
+
+def test_single_gcd_amd_gpus_are_one_device_each_and_old_key_name_works():
+    api = FakeAmdSmi("AMD Instinct MI300X", ticks=[10, 20], power_w=["N/A", 650], old_key=True)
+    b = AmdSmiBackend(api)
+    assert [d.name for d in b.devices] == ["gpu0", "gpu1"]
+    b.read()
+    api.ticks[1] += 1_000_000
+    r = b.read()
+    assert r[1].energy_j == pytest.approx(15.3) and r[0].power_w is None and r[1].power_w == 650
+
+
+def test_rapl_counts_packages_and_dram_only_and_handles_wrap(tmp_path):
+    root = make_powercap(tmp_path, {
+        "intel-rapl:0": ("package-0", 999_000, 1_000_000),
+        "intel-rapl:0:0": ("core", 5, 1_000_000),
+        "intel-rapl:0:1": ("dram", 100, 1_000_000),
+        "intel-rapl:1": ("psys", 7, 1_000_000),
+        "intel-rapl-mmio:0": ("package-0", 9, 1_000_000),
+    })  # fmt: skip
+    b = RaplBackend(root)
+    assert [d.name for d in b.devices] == ["package-0@intel-rapl:0", "dram@intel-rapl:0:1"]
+    b.read()
+    (root / "intel-rapl:0" / "energy_uj").write_text("4000\n")  # wrapped: +1000 +4000 µJ
+    (root / "intel-rapl:0:1" / "energy_uj").write_text("2100\n")
+    r = b.read()
+    assert r[0].energy_j == pytest.approx(5000e-6) and r[0].power_w is None
+    assert r[1].energy_j == pytest.approx(2000e-6)
+
+
+def test_rapl_unreadable_or_missing_says_why(tmp_path):
+    with pytest.raises(BackendUnavailable, match="does not exist"):
+        RaplBackend(tmp_path / "nope")
+    root = make_powercap(tmp_path / "pc", {"intel-rapl:0": ("package-0", 1, 10)})
+    (root / "intel-rapl:0" / "energy_uj").unlink()
+    (root / "intel-rapl:0" / "energy_uj").mkdir()  # reads fail like a root-only file does
+    with pytest.raises(BackendUnavailable, match="cannot read"):
+        RaplBackend(root)
+
+
+def test_select_backend_falls_back_to_unavailable_with_every_reason(monkeypatch, tmp_path):
+    monkeypatch.setenv("OLMO_POWERCAP_ROOT", str(tmp_path / "absent"))
+
+    def no_driver():
+        raise BackendUnavailable("NVML: no driver")
+
+    monkeypatch.setitem(choose.BACKENDS, "nvml", no_driver)  # deterministic on any machine
+    b = select_backend("auto", "cpu")
+    assert isinstance(b, UnavailableBackend)
+    assert set(b.reasons) == {"nvml", "amdsmi", "rapl"} and "absent" in b.reasons["rapl"]
+    assert select_backend("none", "cpu").reasons == {"none": "disabled by energy.backend=none"}
+    monkeypatch.setenv("OLMO_POWERCAP_ROOT", str(make_powercap(tmp_path / "pc", {
+        "intel-rapl:0": ("package-0", 1, 10)})))  # fmt: skip
+    assert select_backend("auto", "cpu").name == "rapl"
