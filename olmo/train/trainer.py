@@ -8,6 +8,7 @@ with the weights before step s's update.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,8 @@ class Trainer:
                 watchdog.beat()
                 if self.state.step == 1:
                     self.parts.after_first_step()
-                if self._at_boundary() == "stop":
+                stop = self._at_boundary() == "stop"
+                if stop and self.state.step < self.cfg.train.max_steps:
                     status = "requeue"
                     break
                 if self.faults is not None:
@@ -227,7 +229,7 @@ class Trainer:
             self._flush()
         flags = torch.tensor(
             [
-                float(self.stop.is_set),
+                float(self.stop.signum or 0),  # the max over ranks names a signal
                 float(self.deadline is not None and time.time() >= self.deadline),
                 float(self.checkpointer.due(step)),
             ]
@@ -238,8 +240,8 @@ class Trainer:
         if stop or flags[2]:
             if stop:
                 self._flush()
-                reason = f"signal {self.stop.signum}" if flags[0] else "walltime"
-                log.warning("step %d: %s → checkpoint and exit", step, reason)
+                reason = _signal_name(int(flags[0])) if flags[0] else "SLURM walltime near"
+                log.warning("step %d: %s → checkpoint and exit for requeue", step, reason)
             self.save()
         return "stop" if stop else "continue"
 
@@ -285,6 +287,13 @@ class Trainer:
     def _emit(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return f"{signal.Signals(signum).name} received"
+    except ValueError:
+        return f"signal {signum} received"
 
 
 def _clock(t: float) -> str:

@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import math
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 
-from tests.distributed.launch import digest, metric_steps, read_records, torchrun, train_args
+from tests.distributed.launch import (
+    digest,
+    metric_steps,
+    read_records,
+    spawn_ranks,
+    torchrun,
+    train_args,
+    wait_all,
+    wait_for_step,
+)
 
 pytestmark = pytest.mark.slow
 STEPS = ["--train.max_steps=20"]
@@ -108,3 +118,30 @@ def test_resharded_resume_continues(src: str, nproc: int, request, tmp_path: Pat
     assert [r["step"] for r in recs] == list(range(11, 21))
     assert [r["batch_hash"] for r in recs] == [r["batch_hash"] for r in read_records(ref)[10:]]
     assert _close([r["loss"] for r in recs], _losses(ref)[10:])
+
+
+def test_signals_checkpoint_requeue_and_resume_exactly(ref2: Path, tmp_path: Path):
+    """SIGUSR1 to one rank, SIGTERM to the other, SIGUSR2 to both (srun-style launch): every time
+    all ranks stop at the same step boundary, checkpoint there and exit 75; re-running the same
+    command continues, and the end result is bitwise the uninterrupted run."""
+    run = tmp_path / "r"
+    args = train_args(run, *STEPS)
+    for sig, targets in [(signal.SIGUSR1, [1]), (signal.SIGTERM, [0]), (signal.SIGUSR2, [0, 1])]:
+        start = metric_steps(run)[-1] if (run / "metrics.jsonl").exists() else 0
+        logs = tmp_path / sig.name
+        procs = spawn_ranks(2, args, logs)
+        wait_for_step(run, start + 1, procs)
+        for r in targets:
+            procs[r].send_signal(sig)
+        assert wait_all(procs, 120) == [75, 75], (logs / "rank0.log").read_text()[-3000:]
+        last = metric_steps(run)[-1]
+        assert start < last < 20
+        assert (run / "checkpoints" / f"step{last}" / "COMMITTED.json").is_file()
+        for r in (0, 1):
+            text = (logs / f"rank{r}.log").read_text()
+            assert f"step {last}: {sig.name} received → checkpoint and exit for requeue" in text
+    procs = spawn_ranks(2, args, tmp_path / "final")
+    assert wait_all(procs, 120) == [0, 0]
+    assert metric_steps(run) == list(range(1, 21))
+    assert digest(run / "checkpoints" / "step20") == digest(ref2 / "checkpoints" / "step20")
+    assert _losses(run) == _losses(ref2)
