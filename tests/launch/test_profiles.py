@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -76,7 +77,9 @@ def test_rendered_script_has_restart_options():
     text = render(load_profile("local"), JobSpec("configs/tiny.yaml", "runs/x", ["--a.b=1"]))
     for opt in ("--requeue", "--open-mode=append", "--signal=USR2@30", "--nodes=2"):
         assert f"#SBATCH {opt}\n" in text
-    assert "TRAIN_ARGS=(--train.walltime_margin_s=30 --a.b=1)" in text
+    args = re.search(r"TRAIN_ARGS=\((.*)\)", text).group(1).split()
+    assert args[0] == "--train.walltime_margin_s=30" and args[-1] == "--a.b=1"
+    assert "--energy.pue=1.1" in args and "--energy.carbon_intensity_g_per_kwh=475.0" in args
     assert "OLMO=(srun --kill-on-bad-exit=1 --ntasks-per-node=1" in text
     assert "  python -m olmo)" in text  # no container on the local cluster
     assert "doctor --expect-devices 1 --kind cpu" in text
