@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = [
     "olmo.envinfo",
     "olmo.eval.cli",
     "olmo.launch.cli",
+    "olmo.parity.cli",
     "olmo.energy.cli",
     "olmo.observe.report",
 ]
