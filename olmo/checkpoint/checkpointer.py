@@ -2,6 +2,8 @@
 
 A directory without COMMITTED.json is never loaded, so a kill during a save leaves the previous
 checkpoint in use. `latest` is a symlink to the newest committed step; the last k are kept.
+At resume every rank checks a share of the files' checksums; a checkpoint that fails is named,
+moved aside (`.stepN.corrupt`) and the previous one is used. Leftover `.stepN.tmp` are removed.
 """
 
 from __future__ import annotations
@@ -9,11 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import time
-import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,55 +24,33 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from olmo.checkpoint.config import CheckpointConfig
-from olmo.checkpoint.io import CONFIG, MARKER, read_marker, write_marker
+from olmo.checkpoint.layout import (
+    CONFIG,
+    TRAINER_STATE,
+    committed_steps,
+    file_checksums,
+    marked_files,
+    read_marker,
+    resolve_checkpoint,
+    unfinished,
+    verify_files,
+    write_marker,
+)
 from olmo.config.loader import save_yaml
 from olmo.errors import OlmoError
 
 log = logging.getLogger(__name__)
-STEP_RE = re.compile(r"^step(\d+)$")
-TRAINER_STATE = "trainer_state.json"
+CONTENTS = ["model", "optim", "trainer", "data_loader", "rng"]
+"""What a training checkpoint holds (the marker lists it; `olmo checkpoint info` shows it)."""
 
 
-def file_checksums(root: Path, names: list[str]) -> dict[str, dict[str, int]]:
-    """crc32 + size per file: fast enough for multi-GB shards, catches truncation and bit rot."""
-    out = {}
-    for name in names:
-        crc = 0
-        with open(root / name, "rb") as f:
-            while chunk := f.read(1 << 23):
-                crc = zlib.crc32(chunk, crc)
-        out[name] = {"crc32": crc, "size": (root / name).stat().st_size}
-    return out
-
-
-def committed_steps(root: Path) -> list[tuple[int, Path]]:
-    """Committed checkpoints under `root`, newest first."""
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        m = STEP_RE.match(p.name)
-        if m and p.is_dir() and (p / MARKER).is_file():
-            found.append((int(m.group(1)), p))
-    return sorted(found, reverse=True)
-
-
-def verify(ckpt: Path) -> str | None:
-    """None if every file matches its recorded size and checksum, else what is wrong."""
-    try:
-        marker = read_marker(ckpt)
-    except OlmoError as e:
-        return str(e)
-    files = marker.get("files", {})
-    for name, want in files.items():
-        p = ckpt / name
-        if not p.is_file():
-            return f"{p}: missing"
-        if p.stat().st_size != want["size"]:
-            return f"{p}: truncated ({p.stat().st_size} of {want['size']} bytes)"
-        if file_checksums(ckpt, [name])[name]["crc32"] != want["crc32"]:
-            return f"{p}: checksum mismatch (corrupt)"
-    return None
+@dataclass
+class _PendingSave:
+    future: Any
+    tmp: Path
+    step: int
+    trainer_state: dict[str, Any]
+    blocking_s: float = 0.0
 
 
 class Checkpointer:
@@ -80,7 +59,7 @@ class Checkpointer:
     ):
         self.root, self.cfg, self.rank, self.world_size = Path(root), cfg, rank, world_size
         self.config = config
-        self._pending: tuple[Any, Path, int, dict[str, Any]] | None = None
+        self._pending: _PendingSave | None = None
         self._group = None
         if cfg.async_save and dist.is_initialized():
             # A dedicated group: async DCP on the default group breaks once training issues
@@ -88,6 +67,9 @@ class Checkpointer:
             self._group = dist.new_group(backend="gloo")
         self.last_save_time = time.monotonic()
         self.last_blocking_s = 0.0
+        """Seconds the last save() kept training waiting (all of it when synchronous)."""
+        self.saved_step: int | None = None
+        """The step of the last save() of this process (committed, or pending when async)."""
         self.on_written: Callable[[int], None] | None = None
         """Called on every rank with the step once its shards are written, before the commit
         (the trainer's fault injection kills a rank here in tests)."""
@@ -103,43 +85,60 @@ class Checkpointer:
         """Collective: every rank calls it at the same step."""
         t0 = time.perf_counter()
         self.wait()
+        tmp = self._fresh_tmp(step)
+        model_sd, optim_sd = get_state_dict(model, optim)
+        state = {"model": model_sd, "optim": optim_sd}
+        torch.save(_rng_state(), tmp / f"rng-rank{self.rank}.pt")
+        if self.cfg.async_save:
+            # DCP's default stager copies the tensors before returning; the writing is threaded.
+            fut = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self._group)
+            self._pending = _PendingSave(fut, tmp, step, trainer_state)
+        else:
+            dcp.save(state, checkpoint_id=str(tmp))
+            self._commit_everywhere(tmp, step, trainer_state, time.perf_counter() - t0)
+        blocked = time.perf_counter() - t0
+        if self._pending is not None:
+            self._pending.blocking_s = blocked
+        self.last_save_time, self.last_blocking_s, self.saved_step = time.monotonic(), blocked, step
+        if self.rank == 0:
+            how = " (async: files are written in the background)" if self.cfg.async_save else ""
+            log.info("checkpoint step %d: training blocked %.3f s%s", step, blocked, how)
+
+    def _fresh_tmp(self, step: int) -> Path:
         tmp = self.root / f".step{step}.tmp"
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         _barrier()
-        model_sd, optim_sd = get_state_dict(model, optim)
-        state = {"model": model_sd, "optim": optim_sd}
-        torch.save(_rng_state(), tmp / f"rng-rank{self.rank}.pt")
-        if self.cfg.async_save:
-            fut = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self._group)
-            self._pending = (fut, tmp, step, trainer_state)
-        else:
-            dcp.save(state, checkpoint_id=str(tmp))
-            if self.on_written is not None:
-                self.on_written(step)
-            _barrier()
-            if self.rank == 0:
-                self._commit(tmp, step, trainer_state)
-            _barrier()
-        self.last_save_time = time.monotonic()
-        self.last_blocking_s = time.perf_counter() - t0
+        return tmp
 
     def wait(self) -> None:
         """Finish a pending async save (all ranks), then commit it on rank 0."""
         if self._pending is None:
             return
-        fut, tmp, step, trainer_state = self._pending
-        self._pending = None
-        fut.result()
+        pending, self._pending = self._pending, None
+        t0 = time.perf_counter()
+        pending.future.result()
+        waited = time.perf_counter() - t0
+        self._commit_everywhere(
+            pending.tmp, pending.step, pending.trainer_state, pending.blocking_s, self._group
+        )
+        if self.rank == 0 and waited > 0.01:
+            log.info("checkpoint step %d: waited %.3f s for the async write", pending.step, waited)
+
+    def _commit_everywhere(
+        self, tmp: Path, step: int, trainer_state: dict[str, Any], blocking_s: float, group=None
+    ) -> None:
         if self.on_written is not None:
             self.on_written(step)
-        dist.barrier(group=self._group)
+        _barrier(group)
         if self.rank == 0:
-            self._commit(tmp, step, trainer_state)
-        dist.barrier(group=self._group)
+            self._commit(tmp, step, trainer_state, blocking_s)
+        _barrier(group)
 
-    def _commit(self, tmp: Path, step: int, trainer_state: dict[str, Any]) -> None:
+    def _commit(
+        self, tmp: Path, step: int, trainer_state: dict[str, Any], blocking_s: float
+    ) -> None:
         (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1, sort_keys=True))
         save_yaml(self.config, tmp / CONFIG)
         names = sorted(p.name for p in tmp.iterdir() if p.is_file())
@@ -147,7 +146,9 @@ class Checkpointer:
             "step": step,
             "world_size": self.world_size,
             "time": time.time(),
-            "contents": ["model", "optim", "trainer"],
+            "contents": CONTENTS,
+            "async": self.cfg.async_save,
+            "blocking_s": round(blocking_s, 4),
             "files": file_checksums(tmp, names),
         }
         write_marker(tmp, info)
@@ -155,34 +156,88 @@ class Checkpointer:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        link = self.root / ".latest.tmp"
-        link.unlink(missing_ok=True)
-        link.symlink_to(final.name)
-        os.replace(link, self.root / "latest")
+        self._point_latest(final)
         for _, old in committed_steps(self.root)[max(1, self.cfg.keep_last) :]:
-            shutil.rmtree(old, ignore_errors=True)
+            if old != final:  # after a roll-back to an older step, newer ones may exist
+                shutil.rmtree(old, ignore_errors=True)
         log.info("checkpoint step %d committed: %s", step, final)
 
-    # ---- loading ------------------------------------------------------------------------
+    def _point_latest(self, target: Path) -> None:
+        link = self.root / ".latest.tmp"
+        link.unlink(missing_ok=True)
+        link.symlink_to(target.name)
+        os.replace(link, self.root / "latest")
+
+    # ---- finding ------------------------------------------------------------------------
     def find_resume_point(self) -> Path | None:
-        """Newest committed checkpoint that verifies; broken ones are named and skipped."""
+        """Collective. This run's newest checkpoint whose files verify; else the explicit
+        `checkpoint.load` path; else None (fresh start). Broken checkpoints are named, moved
+        aside and skipped. A run's own checkpoints win over an explicit path, so a requeued
+        run continues instead of starting over from PATH."""
         if self.cfg.load == "none":
             return None
-        if self.cfg.load != "auto":
-            path = Path(self.cfg.load)
-            problem = verify(path) if path.is_dir() else f"{path}: not found"
-            if problem:
-                raise OlmoError(
-                    f"checkpoint.load: {problem}; pass another checkpoint or checkpoint.load=auto"
-                )
-            return path
-        for _, path in committed_steps(self.root):
-            problem = verify(path)
-            if problem is None:
-                return path
-            log.warning("skipping checkpoint %s: %s", path.name, problem)
-        return None
+        own = self._newest_valid()
+        if own is None and self.cfg.load != "auto":
+            return self._explicit()
+        if own is not None and self.cfg.load != "auto" and self.rank == 0:
+            log.info("run dir has checkpoints: resuming from %s, not checkpoint.load", own)
+        return own
 
+    def _explicit(self) -> Path:
+        path = resolve_checkpoint(self.cfg.load, "checkpoint.load")
+        problems = self._verify(path)
+        if problems:
+            raise OlmoError(
+                f"checkpoint.load: {problems[0]}; pass another checkpoint or checkpoint.load=auto"
+            )
+        return path
+
+    def _newest_valid(self) -> Path | None:
+        candidates = [Path(p) for p in _agree([str(p) for _, p in committed_steps(self.root)])]
+        chosen, bad = None, []
+        for path in candidates:
+            problems = self._verify(path)
+            if not problems:
+                chosen = path
+                break
+            bad.append(path)
+            if self.rank == 0:
+                log.warning("skipping checkpoint %s: %s", path.name, "; ".join(problems[:3]))
+        if self.rank == 0:
+            self._tidy(bad, chosen)
+        _barrier()
+        return chosen
+
+    def _verify(self, path: Path) -> list[str]:
+        """Collective: each rank checksums its share of the files; everyone gets all problems."""
+        try:
+            names = marked_files(path)
+            problems = verify_files(path, names[self.rank :: self.world_size])
+        except OlmoError as e:
+            problems = [str(e)]
+        if self.world_size > 1 and dist.is_initialized():
+            gathered: list[Any] = [None] * self.world_size
+            dist.all_gather_object(gathered, problems)
+            problems = [p for g in gathered for p in g]
+        return list(dict.fromkeys(problems))
+
+    def _tidy(self, bad: list[Path], chosen: Path | None) -> None:
+        """Rank 0 at resume: drop saves a kill cut short, move failed ones aside, fix `latest`."""
+        for _, tmp in unfinished(self.root):
+            if tmp.name.endswith(".tmp"):
+                log.info("removing %s: a save that never committed", tmp)
+                shutil.rmtree(tmp, ignore_errors=True)
+        for path in bad:
+            aside = path.with_name(f".{path.name}.corrupt")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(path, aside)
+            log.warning("moved %s aside to %s; delete it once inspected", path.name, aside.name)
+        if chosen is not None and chosen.parent == self.root:
+            self._point_latest(chosen)
+        elif bad and not committed_steps(self.root):
+            (self.root / "latest").unlink(missing_ok=True)
+
+    # ---- loading ------------------------------------------------------------------------
     def load(
         self, path: Path, model: torch.nn.Module, optim: torch.optim.Optimizer
     ) -> dict[str, Any] | None:
@@ -191,7 +246,16 @@ class Checkpointer:
         model_sd, optim_sd = get_state_dict(model, optim)
         with_optim = "optim" in marker.get("contents", [])
         state = {"model": model_sd, "optim": optim_sd} if with_optim else {"model": model_sd}
-        dcp.load(state, checkpoint_id=str(path))
+        try:
+            dcp.load(state, checkpoint_id=str(path))
+        except (
+            Exception
+        ) as e:  # DCP wraps per-rank failures (shape/key mismatches) in its own types
+            first = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+            raise OlmoError(
+                f"{path}: cannot load into this model ({first}); does model.* match the run "
+                "that wrote it?"
+            ) from None
         set_state_dict(
             model,
             optim,
@@ -223,9 +287,18 @@ class Checkpointer:
         return by_steps or by_time
 
 
-def _barrier() -> None:
+def _barrier(group: Any = None) -> None:
     if dist.is_initialized():
-        dist.barrier()
+        dist.barrier(group=group)
+
+
+def _agree(obj: Any) -> Any:
+    """Rank 0's value on every rank (directory listings may race with rank 0's tidying)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return obj
 
 
 def _rng_state() -> dict[str, Any]:

@@ -6,7 +6,6 @@ checkpoint is self-describing) and `COMMITTED.json` (written last; see checkpoin
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -15,25 +14,12 @@ from typing import Any
 import torch
 import torch.distributed.checkpoint as dcp
 
+from olmo.checkpoint.layout import CONFIG, MARKER, file_checksums, read_marker, write_marker
 from olmo.config.loader import from_dict, read_yaml, save_yaml
 from olmo.errors import OlmoError
-from olmo.fsutil import atomic_write_json
 from olmo.model import ModelConfig, Transformer, build_model
 
-MARKER = "COMMITTED.json"
-CONFIG = "config.yaml"
-
-
-def read_marker(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(ckpt_dir) / MARKER
-    if not path.is_file():
-        raise OlmoError(
-            f"{ckpt_dir}: not a committed checkpoint (no {MARKER}); it was never finished"
-        )
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise OlmoError(f"{path}: corrupt marker file; use an older checkpoint") from None
+__all__ = ["CONFIG", "MARKER", "load_model", "parameter_digest", "read_marker", "save_model"]
 
 
 def model_config_of(ckpt_dir: str | os.PathLike) -> ModelConfig:
@@ -54,7 +40,7 @@ def load_model(ckpt_dir: str | os.PathLike, device: str = "cpu") -> Transformer:
     model = build_model(model_config_of(ckpt_dir), device=device, seed=None)
     state = {"model": model.state_dict()}
     try:
-        dcp.load(state, checkpoint_id=str(ckpt_dir))
+        dcp.load(state, checkpoint_id=str(ckpt_dir), no_dist=True)
     except Exception as e:  # DCP raises a variety of types for bad files
         raise OlmoError(
             f"{ckpt_dir}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
@@ -62,10 +48,6 @@ def load_model(ckpt_dir: str | os.PathLike, device: str = "cpu") -> Transformer:
     model.load_state_dict(state["model"])
     model.rope.reset_tables()
     return model
-
-
-def write_marker(ckpt_dir: Path, info: dict[str, Any]) -> None:
-    atomic_write_json(ckpt_dir / MARKER, info)
 
 
 def save_model(
@@ -83,7 +65,9 @@ def save_model(
     cfg = dict(config or {})
     cfg["model"] = _model_dict(model.cfg)
     save_yaml(cfg, tmp / CONFIG)
-    write_marker(tmp, {"step": 0, "world_size": 1, "contents": ["model"]})
+    names = sorted(p.name for p in tmp.iterdir() if p.is_file())
+    files = file_checksums(tmp, names)
+    write_marker(tmp, {"step": 0, "world_size": 1, "contents": ["model"], "files": files})
     if out.exists():
         out.rmdir()
     os.replace(tmp, out)

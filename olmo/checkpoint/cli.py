@@ -1,0 +1,161 @@
+"""`olmo checkpoint info|verify|consolidate`: look into, check and export sharded checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from olmo.errors import OlmoError
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def _info(args: argparse.Namespace) -> int:
+    from olmo.checkpoint.inspect import checkpoint_info, run_listing
+    from olmo.checkpoint.layout import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(args.path)
+    info = checkpoint_info(ckpt)
+    info["run"] = run_listing(Path(args.path)) if ckpt != Path(args.path) else []
+    if args.json:
+        print(json.dumps(info, indent=1, sort_keys=True))
+        return 0
+    print("\n".join(_info_lines(info)))
+    return 0
+
+
+def _info_lines(info: dict[str, Any]) -> list[str]:
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(info["time"] or 0))
+    how = "async" if info["async"] else "sync"
+    blocked = f", training blocked {info['blocking_s']:.2f} s" if info["blocking_s"] else ""
+    lines = [
+        info["path"],
+        f"  status       committed {when}; {info['files']} files, {_mb(info['bytes'])}",
+        f"  step         {info['step']}, written by {info['world_size']} rank(s) ({how} save{blocked})",
+        f"  contents     {', '.join(info['contents'])}",
+    ]
+    for key, t in sorted(info["tensors"].items()):
+        extra = f" + {t['values']} non-tensor values" if t["values"] else ""
+        lines.append(
+            f"  {key:12s} {t['tensors']} tensors, {t['numel']:,} elements, {_mb(t['bytes'])}{extra}"
+        )
+    if info["trainer"]:
+        tr = info["trainer"]
+        lines.append(f"  trainer      {', '.join(f'{k}={v}' for k, v in sorted(tr.items()))}")
+    if info["data_loader"]:
+        dl = info["data_loader"]
+        lines.append(f"  data_loader  {', '.join(f'{k}={v}' for k, v in sorted(dl.items()))}")
+    lines.append(f"  rng          {info['rng_files']} per-rank RNG state file(s)")
+    cfg = info["config"]
+    if cfg:
+        model = " ".join(f"{k}={v}" for k, v in cfg["model"].items())
+        rest = " ".join(f"{k}={v}" for k, v in cfg.items() if k != "model")
+        lines.append(f"  config       model: {model}; {rest}")
+    for row in info["run"]:
+        mark = " ← latest" if row["latest"] else ""
+        lines.append(f"  in run dir   {row['name']:20s} {row['status']}{mark}")
+    return lines
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from olmo.checkpoint.inspect import run_listing
+    from olmo.checkpoint.layout import (
+        checkpoints_root,
+        committed_steps,
+        is_checkpoint_dir,
+        verify_files,
+    )
+
+    path = Path(args.path)
+    if not path.exists():
+        raise OlmoError(f"{path}: not found; give a checkpoint dir (stepN) or a run dir")
+    if path.is_dir() and is_checkpoint_dir(path):
+        targets = [path]
+    else:
+        root = checkpoints_root(path) if path.is_dir() else None
+        targets = [p for _, p in committed_steps(root)] if root else []
+        if not targets:
+            raise OlmoError(f"{path}: no committed checkpoint to verify (not a run dir?)")
+        for row in run_listing(path):
+            if row["status"] != "committed":
+                print(f"note {row['name']}: {row['status']}")
+    bad = 0
+    for ckpt in targets:
+        problems = verify_files(ckpt)
+        bad += bool(problems)
+        print(f"{'ok ' if not problems else 'BAD'} {ckpt}")
+        for p in problems:
+            print(f"    {p}")
+    return 1 if bad else 0
+
+
+def _consolidate(args: argparse.Namespace) -> int:
+    from olmo.checkpoint.inspect import consolidate_torch, require_intact
+    from olmo.checkpoint.layout import read_marker, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(args.checkpoint)
+    read_marker(ckpt)
+    out = Path(args.out)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise OlmoError(f"{out}: already exists; choose another output path")
+    if not args.no_verify:
+        require_intact(ckpt)
+    if args.format == "hf":
+        from olmo.checkpoint.io import load_model
+        from olmo.model.hf import save_hf
+
+        model = load_model(ckpt)
+        save_hf(model, out)
+        print(f"{ckpt} → {out} (HF OlmoForCausalLM, {model.num_params():,} parameters)")
+        return 0
+    if out.is_dir():
+        out.rmdir()  # an empty directory given as the output file name
+    weights = consolidate_torch(ckpt, out)
+    n = sum(t.numel() for t in weights.values())
+    print(f"{ckpt} → {out} (torch.save of {len(weights)} tensors, {n:,} parameters)")
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register `olmo checkpoint` with `info`, `verify` and `consolidate`."""
+    top = subparsers.add_parser(
+        "checkpoint",
+        help="inspect, verify or export sharded (DCP) checkpoints",
+        description="PATH may be a checkpoint dir (RUN/checkpoints/stepN) or a run dir (its "
+        "newest committed checkpoint; `verify` checks all of them).",
+    )
+    sub = top.add_subparsers(dest="checkpoint_command", metavar="COMMAND", required=True)
+    p = sub.add_parser(
+        "info",
+        help="step, world size, contents, tensor sizes, config of a checkpoint",
+        description="Show what a checkpoint holds (reads the marker and DCP metadata; "
+        "does not checksum — use `verify`). For a run dir also lists every checkpoint.",
+    )
+    p.add_argument("path", metavar="CKPT_OR_RUN_DIR")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_info)
+    p = sub.add_parser(
+        "verify",
+        help="check every file against its recorded size and crc32",
+        description="Exit 0 when every file of every checkpoint matches COMMITTED.json, 1 when "
+        "one does not (the bad file is named), 2 when PATH is not a checkpoint or run dir.",
+    )
+    p.add_argument("path", metavar="PATH")
+    p.set_defaults(func=_verify)
+    p = sub.add_parser(
+        "consolidate",
+        help="write the model weights as one file (torch) or an HF model dir",
+        description="torch: OUT is one torch.save file of the full model state dict (load with "
+        "torch.load(OUT, weights_only=True)); hf: OUT is a transformers OlmoForCausalLM dir. "
+        "Works for a checkpoint written by any number of ranks; verifies it first.",
+    )
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--format", choices=["torch", "hf"], default="torch", help="default: torch")
+    p.add_argument("--no-verify", action="store_true", help="skip the checksum pass")
+    p.set_defaults(func=_consolidate)

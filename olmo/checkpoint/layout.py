@@ -1,0 +1,142 @@
+"""Where checkpoints live and whether their files are intact (no torch needed).
+
+`RUN/checkpoints/stepN/` is committed when it holds COMMITTED.json (written last, with the crc32
+and size of every other file). `.stepN.tmp` is a save in progress or one a kill cut short;
+`.stepN.corrupt` is a committed checkpoint whose files failed verification, moved aside at resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zlib
+from pathlib import Path
+from typing import Any
+
+from olmo.errors import OlmoError
+from olmo.fsutil import atomic_write_json
+
+MARKER = "COMMITTED.json"
+CONFIG = "config.yaml"
+TRAINER_STATE = "trainer_state.json"
+DCP_METADATA = ".metadata"
+STEP_RE = re.compile(r"^step(\d+)$")
+TMP_RE = re.compile(r"^\.step(\d+)\.tmp$")
+CORRUPT_RE = re.compile(r"^\.step(\d+)\.corrupt$")
+
+
+def read_marker(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(ckpt_dir) / MARKER
+    if not path.is_file():
+        raise OlmoError(
+            f"{ckpt_dir}: not a committed checkpoint (no {MARKER}); it was never finished"
+        )
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise OlmoError(f"{path}: corrupt marker file; use an older checkpoint") from None
+
+
+def write_marker(ckpt_dir: Path, info: dict[str, Any]) -> None:
+    atomic_write_json(Path(ckpt_dir) / MARKER, info)
+
+
+def file_checksums(root: Path, names: list[str]) -> dict[str, dict[str, int]]:
+    """crc32 + size per file: fast enough for multi-GB shards, catches truncation and bit rot."""
+    out = {}
+    for name in names:
+        crc = 0
+        with open(root / name, "rb") as f:
+            while chunk := f.read(1 << 23):
+                crc = zlib.crc32(chunk, crc)
+        out[name] = {"crc32": crc, "size": (root / name).stat().st_size}
+    return out
+
+
+def marked_files(ckpt: Path) -> list[str]:
+    """Names of the files the marker vouches for (raises OlmoError for a missing/bad marker)."""
+    return sorted(read_marker(ckpt).get("files", {}))
+
+
+def verify_files(ckpt: Path, names: list[str] | None = None) -> list[str]:
+    """Every problem with `names` (default: all files in the marker), one line each; [] = intact."""
+    try:
+        files = read_marker(ckpt).get("files", {})
+    except OlmoError as e:
+        return [str(e)]
+    if not files:
+        return [f"{ckpt / MARKER}: lists no files (not written by this version?)"]
+    problems = []
+    for name in sorted(files) if names is None else names:
+        want, p = files[name], ckpt / name
+        if not p.is_file():
+            problems.append(f"{p}: missing")
+        elif p.stat().st_size != want["size"]:
+            problems.append(f"{p}: truncated ({p.stat().st_size} of {want['size']} bytes)")
+        elif file_checksums(ckpt, [name])[name]["crc32"] != want["crc32"]:
+            problems.append(f"{p}: checksum mismatch (corrupt)")
+    return problems
+
+
+def verify(ckpt: Path) -> str | None:
+    """None if every file matches its recorded size and checksum, else the first problem."""
+    problems = verify_files(Path(ckpt))
+    return problems[0] if problems else None
+
+
+def _scan(root: Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := pattern.match(p.name))]
+    return sorted(((s, p) for s, p in found if p.is_dir()), reverse=True)
+
+
+def committed_steps(root: Path) -> list[tuple[int, Path]]:
+    """Committed checkpoints under `root`, newest first."""
+    return [(s, p) for s, p in _scan(Path(root), STEP_RE) if (p / MARKER).is_file()]
+
+
+def unfinished(root: Path) -> list[tuple[int, Path]]:
+    """`stepN` dirs without a marker and `.stepN.tmp` dirs (saves that never committed)."""
+    root = Path(root)
+    bare = [(s, p) for s, p in _scan(root, STEP_RE) if not (p / MARKER).is_file()]
+    return sorted(bare + _scan(root, TMP_RE), reverse=True)
+
+
+def set_aside(root: Path) -> list[tuple[int, Path]]:
+    """Checkpoints moved aside at resume because they failed verification."""
+    return _scan(Path(root), CORRUPT_RE)
+
+
+def checkpoints_root(path: Path) -> Path | None:
+    """The directory holding `stepN/` for a run dir or a checkpoints dir; None otherwise."""
+    if (path / "checkpoints").is_dir():
+        return path / "checkpoints"
+    if _scan(path, STEP_RE) or _scan(path, TMP_RE) or _scan(path, CORRUPT_RE):
+        return path
+    return None
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    return (
+        (path / MARKER).is_file()
+        or (path / DCP_METADATA).is_file()
+        or bool(STEP_RE.match(path.name) or TMP_RE.match(path.name))
+    )
+
+
+def resolve_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> Path:
+    """A checkpoint dir as given, or the newest committed one of a run/checkpoints dir."""
+    p = Path(path)
+    if not p.exists():
+        raise OlmoError(f"{what} {p}: not found; give a run dir or a checkpoint dir (stepN)")
+    if p.is_dir() and is_checkpoint_dir(p):
+        return p.resolve() if p.is_symlink() else p
+    root = checkpoints_root(p) if p.is_dir() else None
+    if root is None:
+        raise OlmoError(f"{what} {p}: neither a checkpoint dir nor a run dir with checkpoints/")
+    steps = committed_steps(root)
+    if not steps:
+        raise OlmoError(f"{what} {p}: no committed checkpoint under {root}")
+    return steps[0][1]
