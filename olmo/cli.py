@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = [
     "olmo.data.prepare",
     "olmo.data.inspect",
     "olmo.model.convert_cli",
+    "olmo.checkpoint.cli",
     "olmo.envinfo",
     "olmo.eval.cli",
     "olmo.launch.cli",
