@@ -3,13 +3,15 @@
 # pushes it and converts it to an Apptainer/Singularity .sif.
 #
 #   containers/build.sh {cuda|rocm} [--sif] [--push REF] [--engine docker|podman] [--tag NAME]
-#                       [--worktree] [--dry-run] [-- ENGINE_BUILD_OPTIONS...]
+#                       [--base REF] [--worktree] [--dry-run] [-- ENGINE_BUILD_OPTIONS...]
 #
 #   --sif        also write containers/out/olmo-VENDOR.sif (needs apptainer or singularity)
 #   --push REF   tag the image as REF and push it (log in with `ENGINE login` first; no credentials
 #                are read or stored here)
 #   --engine     docker or podman (default: $OLMO_CONTAINER_ENGINE, else whichever is installed)
 #   --tag NAME   local image name (default olmo-hpc:VENDOR-COMMIT)
+#   --base REF   build FROM REF instead of the pinned base (a site mirror of it; tests use a local
+#                image); the base.name label records REF
 #   --worktree   build the working tree (tracked + untracked, not ignored) instead of HEAD; the
 #                commit label then ends in -dirty when there are uncommitted changes
 #   --dry-run    print the commands instead of running them
@@ -25,7 +27,7 @@ die() {
   exit 2
 }
 
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; }
 
 run() {
   if [[ "$dry_run" == 1 ]]; then
@@ -37,7 +39,8 @@ run() {
 }
 
 parse_args() {
-  vendor="" sif=0 push_ref="" engine="${OLMO_CONTAINER_ENGINE:-}" tag="" worktree=0 dry_run=0
+  vendor="" sif=0 push_ref="" engine="${OLMO_CONTAINER_ENGINE:-}" tag="" base_override=""
+  worktree=0 dry_run=0
   extra=()
   while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -46,6 +49,7 @@ parse_args() {
       --push) push_ref="${2:?--push needs an image reference}" && shift ;;
       --engine) engine="${2:?--engine needs docker or podman}" && shift ;;
       --tag) tag="${2:?--tag needs a name}" && shift ;;
+      --base) base_override="${2:?--base needs an image reference}" && shift ;;
       --worktree) worktree=1 ;;
       --dry-run) dry_run=1 ;;
       -h | --help) usage && exit 0 ;;
@@ -75,12 +79,12 @@ pick_engine() {
 load_versions() {
   local file="$here/versions.env" key value
   [[ -f "$file" ]] || die "$file is missing"
-  local skip='^CUDA_'
-  [[ "$vendor" == rocm ]] || skip='^(ROCM_|AWS_OFI_RCCL_|LIBFABRIC_)'
+  # The other vendor's pins, and the base image parts (BASE_REF carries them), are not arguments.
+  local skip='^(CUDA_|[A-Z]+_BASE_)'
+  [[ "$vendor" == rocm ]] || skip='^(ROCM_|AWS_OFI_RCCL_|LIBFABRIC_|[A-Z]+_BASE_)'
   build_args=()
   while IFS='=' read -r key value; do
     printf -v "$key" '%s' "$value"
-    # The other vendor's pins are not this build's arguments (docker warns about unused ones).
     [[ "$key" =~ $skip ]] || build_args+=(--build-arg "$key=$value")
   done < <(grep -E '^[A-Z][A-Z0-9_]*=' "$file")
   local prefix="${vendor^^}"
@@ -89,6 +93,9 @@ load_versions() {
   base_ref="${!image_var}:${!tag_var}"
   base_digest="${!digest_var:-}"
   [[ -z "$base_digest" ]] || base_ref="$base_ref@$base_digest"
+  if [[ -n "$base_override" ]]; then
+    base_ref="$base_override" base_digest="(--base)"
+  fi
 }
 
 # The build context is exactly one commit (or the working tree with --worktree), so the commit

@@ -22,7 +22,7 @@ from pathlib import Path
 
 VERSIONS = Path("containers/versions.env")
 SKIP_DIRS = {".git", ".venv", "runs", "build", "dist", "out", "__pycache__", ".pytest_cache"}
-VERSION_LITERAL = re.compile(r"(?<![\w.-])\d+\.\d+(?:\.\d+)*(?![\w]|\.\d)")
+VERSION_LITERAL = re.compile(r"(?<![\w.-])v?\d+\.\d+(?:\.\d+)*(?![\w]|\.\d)")
 
 
 def read_versions(path: Path) -> dict[str, str]:
@@ -60,7 +60,7 @@ def text_of(path: Path) -> str | None:
 
 
 def pattern(value: str) -> re.Pattern[str]:
-    return re.compile(r"(?<![\w.-])" + re.escape(value) + r"(?![\w]|\.\d)")
+    return re.compile(r"(?<![\w.-])v?" + re.escape(value) + r"(?![\w]|\.\d)")
 
 
 def is_recipe(rel: str) -> bool:

@@ -17,9 +17,12 @@ die() {
 }
 
 build_wheel() {
-  local src="$1" out="$2"
-  [[ -f "$src/pyproject.toml" ]] || die "$src/pyproject.toml not found: pass the repository root"
-  mkdir -p "$out"
+  local src out
+  [[ -f "$1/pyproject.toml" ]] || die "$1/pyproject.toml not found: pass the repository root"
+  # Absolute paths: pip reads a bare relative name ("src") as a package to download.
+  src="$(cd "$1" && pwd)"
+  mkdir -p "$2"
+  out="$(cd "$2" && pwd)"
   # No build isolation: the base image's setuptools builds it, nothing is fetched for the build.
   "$PYTHON" -m pip wheel --no-deps --no-build-isolation --no-cache-dir --wheel-dir "$out" "$src"
   compgen -G "$out/olmo_hpc-*.whl" >/dev/null || die "no olmo_hpc-*.whl was written to $out"
@@ -35,6 +38,7 @@ install_wheel() {
   local dir="$1" extras="${2:-}" whl have constraints
   whl="$(compgen -G "$dir/olmo_hpc-*.whl" | head -n 1)" || true
   [[ -n "$whl" ]] || die "no olmo_hpc-*.whl in $dir: run 'install.sh wheel' first"
+  whl="$(cd "$(dirname "$whl")" && pwd)/$(basename "$whl")"
   have="$(base_torch)"
   if [[ -n "${TORCH_VERSION:-}" && "${have%%+*}" != "$TORCH_VERSION" ]]; then
     die "the base image has torch $have but versions.env pins TORCH_VERSION=$TORCH_VERSION"
