@@ -108,8 +108,8 @@ class Sampler:
 
     def sample(self) -> float:
         """Read all devices now; returns the node's cumulative joules."""
-        readings = self.backend.read()
-        with self.lock:
+        with self.lock:  # the thread and the trainer's flush both sample: counters read in order
+            readings = self.backend.read()
             return self._fold(time.monotonic(), readings)
 
     def _fold(self, now: float, readings: list[Reading]) -> float:

@@ -88,3 +88,20 @@ def test_thread_samples_at_the_interval_and_stop_closes_the_backend():
     summ = s.summary()
     assert s.tallies[0].source == "power" and s.tallies[0].sanity["ratio"] == 0.0
     assert summ["energy_j"] == pytest.approx(100.0 * summ["duration_s"])
+
+
+def test_concurrent_samples_never_fake_a_wrap(tmp_path):
+    """The thread and the trainer's flush both sample; reads must reach the counter in order."""
+    from olmo.energy.rapl import RaplBackend
+    from tests.energy.fakes import RaplDriver, make_powercap
+
+    root = make_powercap(tmp_path, {"intel-rapl:0": ("package-0", 0, 10**12)})
+    driver = RaplDriver(root / "intel-rapl:0", 1000.0, 10**12, tick_s=0.0005)
+    driver.start()
+    s = Sampler(RaplBackend(root), 0.001, sanity_window_s=0.01, trace_interval_s=1.0).start()
+    for _ in range(300):
+        s.sample()
+    s.stop()
+    driver.halt.set()
+    assert s.backend.counters[0].wraps == 0
+    assert s.summary()["energy_j"] < 1000.0 * (s.summary()["duration_s"] + 0.1)
