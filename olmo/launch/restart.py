@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from olmo.errors import OlmoError
 
@@ -37,3 +38,49 @@ def check_restart_limit(env: dict[str, str] | None = None) -> None:
             "(restart.max_restarts in the cluster profile); not training. Check the failing "
             "nodes (sinfo -R) and attempts.jsonl, then resubmit"
         )
+
+
+def _lines(cmd: list[str]) -> list[str]:
+    import subprocess
+
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    return out.stdout.split()
+
+
+def note_attempt_nodes(run_dir: Path, env: dict[str, str] | None = None) -> list[str]:
+    """At attempt start (rank 0): earlier nodes of this job that are now down count as failed
+    (RUN_DIR/failed_nodes.txt); record this attempt's nodes. Returns all failed nodes so far.
+
+    The same bookkeeping as the rendered sbatch scripts do in bash.
+    """
+    env = os.environ if env is None else env
+    seen, failed = run_dir / "slurm_nodes.txt", run_dir / "failed_nodes.txt"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if int(env.get("SLURM_RESTART_COUNT", "0") or 0) > 0 and seen.exists():
+        down = set(_lines(["sinfo", "-h", "-N", "-t", "down,drain,fail,no_respond", "-o", "%N"]))
+        before = {
+            h
+            for nl in seen.read_text().split()
+            for h in _lines(["scontrol", "show", "hostnames", nl])
+        }
+        new = sorted(down & before)
+        if new:
+            with open(failed, "a") as f:
+                f.write("".join(f"{n}\n" for n in new))
+    with open(seen, "a") as f:
+        f.write(env.get("SLURM_JOB_NODELIST", "") + "\n")
+    return sorted(set(failed.read_text().split())) if failed.exists() else []
+
+
+def requeue_job(job_id: str, exclude: list[str]) -> int:
+    """Requeue; with nodes to avoid: hold, set ExcNodeList (allowed only while pending), release."""
+    import subprocess
+
+    if not exclude:
+        return subprocess.run(["scontrol", "requeue", job_id], timeout=60).returncode
+    rc = subprocess.run(["scontrol", "requeuehold", job_id], timeout=60).returncode
+    subprocess.run(
+        ["scontrol", "update", f"JobId={job_id}", f"ExcNodeList={','.join(exclude)}"], timeout=60
+    )
+    subprocess.run(["scontrol", "release", job_id], timeout=60)
+    return rc

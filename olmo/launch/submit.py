@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 from olmo.errors import OlmoError
 from olmo.launch.command import container_prefix, energy_overrides, shell_join, shell_word
 from olmo.launch.profile import Profile
-from olmo.launch.restart import restart_limit_message
+from olmo.launch.restart import note_attempt_nodes, requeue_job, restart_limit_message
 from olmo.launch.sbatch import JobSpec
 
 REQUEUE_EXIT_CODE = 75
@@ -48,6 +47,9 @@ class TrainTask:
             if self.prof.devices.kind != "cpu":
                 os.environ.pop(k, None)
         os.environ.update(device_env(self.prof.devices.kind, env.local_rank))
+        self.failed_nodes = (
+            note_attempt_nodes(Path(self.job.run_dir)) if env.global_rank == 0 else []
+        )
         if self.prof.doctor:
             from olmo.launch.doctor import run_doctor
 
@@ -76,14 +78,9 @@ class TrainTask:
             if msg:
                 raise OlmoError(msg)
             # Fails harmlessly when SLURM is already requeueing us (scontrol requeue, node loss).
-            proc = subprocess.run(
-                ["scontrol", "requeue", env.job_id], capture_output=True, text=True, timeout=60
-            )
-            print(
-                f"olmo: requeue job {env.job_id}: rc {proc.returncode} {proc.stderr.strip()}",
-                file=sys.stderr,
-                flush=True,
-            )
+            rc = requeue_job(env.job_id, self.failed_nodes)
+            excl = f" excluding {','.join(self.failed_nodes)}" if self.failed_nodes else ""
+            print(f"olmo: requeue job {env.job_id}{excl}: rc {rc}", file=sys.stderr, flush=True)
         raise SystemExit(-1)  # not an Exception: submitit writes no result for this attempt
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -129,3 +130,51 @@ def test_shellcheck_every_script():
     assert len(scripts) >= 8
     proc = subprocess.run(["shellcheck", "-x", *map(str, scripts)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_restart_limit_messages():
+    from olmo.launch.restart import check_restart_limit, restart_limit_message
+
+    env = {"SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "2", "OLMO_MAX_RESTARTS": "3"}
+    assert restart_limit_message(75, env) is None
+    check_restart_limit(env)
+    env["SLURM_RESTART_COUNT"] = "3"
+    msg = restart_limit_message(86, env)
+    assert msg.startswith("restart limit reached: job 7 was restarted 3 times")
+    assert "exited 86 again" in msg
+    check_restart_limit(env)  # the attempt at the limit may still train
+    env["SLURM_RESTART_COUNT"] = "4"
+    with pytest.raises(OlmoError, match=r"restart 4 > OLMO_MAX_RESTARTS=3"):
+        check_restart_limit(env)
+    assert restart_limit_message(75, {"SLURM_RESTART_COUNT": "9"}) is None  # no launcher limit
+
+
+def test_cli_dry_run_and_errors(capsys):
+    from olmo.cli import main
+
+    assert (
+        main(
+            [
+                "launch",
+                "--cluster",
+                "lumi",
+                "--set",
+                "slurm.account=p",
+                "--set",
+                "container.image=/i.sif",
+                "configs/tiny.yaml",
+                "--nodes",
+                "2",
+                "--dry-run",
+                "--train.max_steps=5",
+            ]
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["executor"]["nodes"] == 2 and out["task_devices"]["7"] == {
+        "ROCR_VISIBLE_DEVICES": "7"
+    }
+    assert out["train"][-1] == "--train.max_steps=5"
+    assert main(["sbatch", "--cluster", "lumi", "configs/tiny.yaml"]) == 2
+    assert "'slurm.account' must be set" in capsys.readouterr().err
