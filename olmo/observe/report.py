@@ -12,17 +12,18 @@ from olmo.observe import plots
 from olmo.observe.mfu import flops_per_token, mfu, model_config, peak_flops
 from olmo.observe.rundata import RunData, load_run
 
-ENERGY_TOTAL_KEYS = ("total_energy_j", "energy_j", "total_j")
-
 
 def energy_total(run: RunData) -> tuple[float | None, str]:
     """Joules of the whole run: energy.json's total, else the sum of per-step `energy_j`."""
-    if run.energy:
-        for key in ENERGY_TOTAL_KEYS:
-            if isinstance(run.energy.get(key), (int, float)):
-                return float(run.energy[key]), f"energy.json:{key}"
+    totals = (run.energy or {}).get("totals") or {}
+    if isinstance(totals.get("energy_j"), (int, float)):
+        return float(totals["energy_j"]), "energy.json"
     steps, ej = run.series("energy_j")
-    return (float(sum(ej)), "metrics.jsonl") if steps else (None, "n/a")
+    if steps:
+        return float(sum(ej)), "sum of per-step energy_j"
+    if run.energy is not None:
+        return None, "not measured (see energy.json: unavailable)"
+    return None, "no energy.json or per-step energy_j"
 
 
 def world_size(run: RunData) -> int:
@@ -93,9 +94,12 @@ def _duration(s: float | None) -> str:
 
 def render_markdown(run: RunData, s: dict[str, Any], images: list[Path]) -> str:
     status = "complete" if s["complete"] else "in progress (or stopped early)"
-    energy = "n/a (no energy.json or per-step energy_j)"
+    energy = f"n/a ({s['energy_source']})"
     if s["energy_j"] is not None:
         energy = f"{s['energy_j']:,.1f} J = {s['energy_j'] / 3.6e6:.4f} kWh ({s['energy_source']})"
+        totals = (run.energy or {}).get("totals") or {}
+        if totals.get("co2e_kg") is not None:
+            energy += f", {totals['co2e_kg']:.4g} kg CO2e"
     if s["mfu"] is not None:
         mfu_text = f"{100 * s['mfu']:.1f}% of {s['peak_flops_per_device'] / 1e12:g} TFLOP/s bf16 per device"
     else:

@@ -168,7 +168,7 @@ class WandbLogger(Callback):
             {
                 "status": status,
                 "final_step": trainer.state.step,
-                **flatten_numbers(energy, "energy"),
+                **flatten_numbers((energy or {}).get("totals"), "energy_total"),
             }
         )
         if status == "requeue":

@@ -1,0 +1,135 @@
+"""`olmo report` on a real requeued run, on a run still being written, and on bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from matplotlib.image import imread
+
+from tests.helpers import olmo, read_metrics
+
+pytestmark = pytest.mark.slow
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG_MAGIC, path
+    img = imread(path)
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100, path
+    assert img.std() > 0, f"{path} is blank"
+
+
+def _expected_plots(metrics: list[dict]) -> set[str]:
+    plots = {"loss.png", "lr.png", "throughput.png", "timeline.png"}
+    if any("energy_j" in m or "power_w" in m for m in metrics):  # measured on this machine
+        plots.add("energy.png")
+    return plots
+
+
+@pytest.fixture(scope="module")
+def report(requeued_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    proc = olmo("report", str(requeued_run), "--out", str(out))
+    assert "summary.md" in proc.stdout
+    return out
+
+
+def test_plots_are_valid_pngs(requeued_run, report):
+    metrics = read_metrics(requeued_run)
+    summary = json.loads((report / "summary.json").read_text())
+    expected = _expected_plots(metrics)
+    assert set(summary["plots"]) == expected
+    for name in expected:
+        _check_png(report / name)
+
+
+def test_summary_matches_metrics(requeued_run, report):
+    metrics = read_metrics(requeued_run)
+    attempts = [json.loads(x) for x in (requeued_run / "attempts.jsonl").read_text().splitlines()]
+    s = json.loads((report / "summary.json").read_text())
+    last, evals = metrics[-1], [m for m in metrics if "eval_loss" in m]
+    assert s["steps"] == last["step"] == 20 and s["complete"]
+    assert s["tokens"] == last["tokens_seen"] == 20 * 8 * 32
+    assert s["attempts"] == len(attempts) == 3 and s["restarts"] == 2
+    assert s["final_train_loss"] == last["loss"]
+    assert (s["final_eval_loss"], s["final_eval_step"]) == (evals[-1]["eval_loss"], 20)
+    assert s["wall_time_s"] == pytest.approx(last["time"] - attempts[0]["time"])
+    tps = sorted(m["tokens_per_s"] for m in metrics)
+    assert s["median_tokens_per_s"] == pytest.approx((tps[9] + tps[10]) / 2)
+    assert s["mfu"] is None  # CPU: no bf16 peak
+    assert (
+        s["flops_per_token"]
+        == 6 * (2 * (4 * 64 * 64 + 3 * 64 * 256) + 50304 * 64) + 12 * 2 * 64 * 32
+    )
+    md = (report / "summary.md").read_text()
+    for text in ("| steps | 20 of 20 |", "| tokens | 5,120 |", "| restarts | 2 (3 attempts) |",
+                 f"| final train loss | {last['loss']:.4f} (step 20) |",
+                 f"| final eval loss | {evals[-1]['eval_loss']:.4f} (step 20) |", "| MFU | n/a (CPU) |"):  # fmt: skip
+        assert text in md, text
+    # Attempts table: attempt 2's steps past the step-10 checkpoint were superseded by attempt 3.
+    s1 = max(m["step"] for m in metrics if m["attempt"] == 1)
+    rows = [
+        line for line in md.splitlines() if line.startswith(("| 1 | 20", "| 2 | 20", "| 3 | 20"))
+    ]
+    assert [r.split(" | ")[-2:] for r in rows] == [
+        ["1", f"{s1} |"],
+        [str(s1 + 1), "10 |"],
+        ["11", "20 |"],
+    ]
+
+
+def test_report_on_a_run_still_being_written(requeued_run, tmp_path):
+    run = tmp_path / "live"
+    run.mkdir()
+    for name in ("config.yaml", "env.json", "attempts.jsonl"):
+        shutil.copy(requeued_run / name, run / name)
+    lines = (requeued_run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text(
+        "\n".join(lines[:12]) + "\n" + lines[12][: len(lines[12]) // 2]
+    )
+    olmo("report", str(run))
+    s = json.loads((run / "report" / "summary.json").read_text())
+    expected = json.loads(lines[11])
+    assert s["steps"] == 12 and not s["complete"] and s["skipped_lines"] == 1
+    assert s["final_train_loss"] == expected["loss"] and s["final_eval_step"] == 10
+    for name in s["plots"]:
+        _check_png(run / "report" / name)
+    assert "in progress" in (run / "report" / "summary.md").read_text()
+
+
+def test_bad_run_dir_is_one_line_error(tmp_path):
+    proc = olmo("report", str(tmp_path), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "metrics.jsonl: not found" in proc.stderr
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "lo')
+    proc = olmo("report", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "no complete step records yet" in proc.stderr
+    assert not (tmp_path / "report").exists()
+
+
+def test_power_and_energy_plotted_when_measured(requeued_run, tmp_path):
+    """Per-step energy_j/power_w and energy.json totals as the energy monitor writes them on GPUs
+    (this CPU machine measures none, so they are added to a copy of the real run)."""
+    run = tmp_path / "measured"
+    run.mkdir()
+    for name in ("config.yaml", "env.json", "attempts.jsonl"):
+        shutil.copy(requeued_run / name, run / name)
+    metrics = read_metrics(requeued_run)
+    for m in metrics:
+        m.update(energy_j=100.0 + m["step"], power_w=350.0)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    olmo("report", str(run))
+    s = json.loads((run / "report" / "summary.json").read_text())
+    assert "energy.png" in s["plots"] and s["energy_j"] == sum(100.0 + i for i in range(1, 21))
+    _check_png(run / "report" / "energy.png")
+    (run / "energy.json").write_text(json.dumps({"totals": {"energy_j": 7200.0, "co2e_kg": 0.001}}))
+    olmo("report", str(run))
+    s = json.loads((run / "report" / "summary.json").read_text())
+    assert (s["energy_j"], s["energy_source"]) == (7200.0, "energy.json")
+    assert (
+        "| energy | 7,200.0 J = 0.0020 kWh (energy.json), 0.001 kg CO2e |"
+        in (run / "report" / "summary.md").read_text()
+    )
