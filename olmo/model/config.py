@@ -39,6 +39,8 @@ class ModelConfig:
     """Epsilon of the non-parametric LayerNorm."""
     init_std: float = 0.02
     """Std of the normal init; output projections are scaled by 1/sqrt(2·n_layers)."""
+    loss_chunk_tokens: int = 512
+    """Tokens per chunk of the fused output head + cross-entropy (bounds the logits memory)."""
     block: Literal["olmo"] = "olmo"
     """Block variant."""
 
@@ -82,7 +84,14 @@ class ModelConfig:
             raise OlmoError(
                 f"model: head dim {self.head_dim} must be even for RoPE; change model.n_heads"
             )
-        for key in ("d_model", "n_layers", "n_heads", "vocab_size", "max_seq_len"):
+        for key in (
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "vocab_size",
+            "max_seq_len",
+            "loss_chunk_tokens",
+        ):
             if getattr(self, key) <= 0:
                 raise OlmoError(f"model.{key} must be positive, got {getattr(self, key)}")
 

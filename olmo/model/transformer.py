@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from olmo.model.config import ModelConfig
+from olmo.model.head import linear_cross_entropy
 
 
 class LayerNorm(nn.Module):
@@ -120,8 +121,20 @@ class Transformer(nn.Module):
             None if cfg.weight_tying else nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
         )
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """input_ids [batch, seq] → logits [batch, seq, padded_vocab]."""
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        return_hidden: bool = False,
+    ) -> torch.Tensor:
+        """input_ids [batch, seq] → logits [batch, seq, padded_vocab].
+
+        With `labels` [batch, seq]: the summed next-token cross-entropy (fp32 scalar) through the
+        fused chunked head (olmo.model.head), so the full logits never exist. With
+        `return_hidden`: the final-norm hidden states [batch, seq, d_model]. Both stay inside
+        forward so that FSDP has the head weight gathered.
+        """
         if input_ids.shape[-1] > self.cfg.max_seq_len:
             raise ValueError(
                 f"sequence length {input_ids.shape[-1]} > model.max_seq_len {self.cfg.max_seq_len}"
@@ -130,8 +143,16 @@ class Transformer(nn.Module):
         for block in self.layers.values():
             h = block(h, self.rope)
         h = self.final_norm(h)
-        weight = self.embeddings.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(h, weight)
+        if return_hidden:
+            return h
+        if labels is not None:
+            return linear_cross_entropy(h, self.output_weight, labels, self.cfg.loss_chunk_tokens)
+        return F.linear(h, self.output_weight)
+
+    @property
+    def output_weight(self) -> torch.Tensor:
+        """The head weight [padded_vocab, d_model]: the embedding when tied."""
+        return self.embeddings.weight if self.lm_head is None else self.lm_head.weight
 
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator | None = None) -> None:

@@ -29,7 +29,6 @@ from olmo.train.fault import (
     Watchdog,
     job_end_time,
 )
-from olmo.train.loss import cross_entropy_loss
 from olmo.train.optim import lr_factor, set_lr
 from olmo.train.setup import Components
 
@@ -193,8 +192,8 @@ class Trainer:
             if fsdp:
                 self.model.set_requires_gradient_sync(i == len(micro) - 1)
             with self.parts.autocast():
-                logits = self.model(mb[:, :-1])
-            loss, _ = cross_entropy_loss(logits, mb[:, 1:])
+                # Summed token loss through the fused chunked head: no full logits tensor.
+                loss = self.model(mb[:, :-1], labels=mb[:, 1:])
             (loss * scale).backward()
             total += loss.detach()
         return total

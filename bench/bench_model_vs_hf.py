@@ -1,0 +1,127 @@
+"""Training step: our Transformer vs transformers' OlmoForCausalLM, same process, same batch.
+
+Both models hold the same weights (ours → HF through olmo.model.hf) and are checked to give the
+same loss before timing. A step is forward + loss + backward + global-norm clipping + AdamW
+step; both sides use the same optimizer (olmo.train.optim.build_optimizer, our CPU default:
+foreach AdamW) so the ratio measures the model and loss code. Ours uses its default fast path
+(`model(inputs, labels=targets)`: fused chunked head + cross-entropy); HF computes its own loss
+(`labels=..., shift_labels=targets`: full fp32 logits + F.cross_entropy). After warm-up the
+two alternate in windows; reported: median tokens/s of each and the median per-window ratio.
+
+    python bench/bench_model_vs_hf.py [--configs tiny,100m] [--windows 7] [--threads 2]
+
+Results are appended to bench/results/model_vs_hf.jsonl (device, torch, commit, load average).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from common import append_result, environment, interleaved_windows, median
+from transformers import OlmoForCausalLM
+
+from olmo.model import ModelConfig, build_model
+from olmo.model.config import PRESETS
+from olmo.model.hf import state_dict_to_hf, to_hf_config
+from olmo.train.config import OptimConfig
+from olmo.train.optim import build_optimizer
+
+GOAL = 1.3
+# name → (model config, batch instances, instance length); inputs are length - 1 tokens.
+CONFIGS: dict[str, tuple[ModelConfig, int, int]] = {
+    "tiny": (PRESETS["tiny"], 16, 128),
+    "100m": (
+        ModelConfig(d_model=768, n_layers=12, n_heads=12, max_seq_len=256, weight_tying=True),
+        4,
+        256,
+    ),
+}
+
+
+def make_step(model: torch.nn.Module, loss_fn, max_norm: float = 1.0):
+    optim = build_optimizer(model, OptimConfig(), torch.device("cpu"))
+    params = list(model.parameters())
+
+    def step() -> None:
+        loss_fn().backward()
+        torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+
+    return step
+
+
+def bench_config(name: str, windows: int, steps_per_window: int, warmup: int) -> dict:
+    cfg, batch, length = CONFIGS[name]
+    ours = build_model(cfg, seed=0).train()
+    hf = OlmoForCausalLM(to_hf_config(cfg)).train()
+    missing, unexpected = hf.load_state_dict(state_dict_to_hf(ours), strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    data = torch.randint(
+        0, cfg.vocab_size, (batch, length), generator=torch.Generator().manual_seed(0)
+    )
+    inputs, targets = data[:, :-1].contiguous(), data[:, 1:].contiguous()
+    n_tokens = targets.numel()
+
+    def our_loss() -> torch.Tensor:
+        return ours(inputs, labels=targets) / n_tokens
+
+    def hf_loss() -> torch.Tensor:
+        return hf(input_ids=inputs, labels=targets, shift_labels=targets).loss
+
+    with torch.no_grad():
+        loss_diff = abs(our_loss().item() - hf_loss().item())
+    if loss_diff > 1e-4:
+        raise SystemExit(f"{name}: losses differ by {loss_diff}; the models are not the same")
+    times = interleaved_windows(
+        {"ours": make_step(ours, our_loss), "hf": make_step(hf, hf_loss)},
+        windows,
+        steps_per_window,
+        warmup,
+    )
+    ratios = [h / o for o, h in zip(times["ours"], times["hf"], strict=True)]
+    return {
+        "bench": "model_vs_hf",
+        "config": name,
+        "model": {k: getattr(cfg, k) for k in ("d_model", "n_layers", "n_heads", "weight_tying")}
+        | {"params": cfg.num_params(), "vocab": cfg.padded_vocab_size},
+        "batch": [batch, length - 1],
+        "tokens_per_step": n_tokens,
+        "ours_tokens_per_s": round(n_tokens / median(times["ours"]), 1),
+        "hf_tokens_per_s": round(n_tokens / median(times["hf"]), 1),
+        "ratio": round(median(ratios), 3),
+        "ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
+        "window_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
+        "windows": windows,
+        "steps_per_window": steps_per_window,
+        "initial_loss_diff": loss_diff,
+        "hf_attn_implementation": hf.config._attn_implementation,
+        "optimizer": "torch AdamW foreach (same for both), clip 1.0",
+        "goal_ratio": GOAL,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default="tiny,100m", help="comma-separated: " + ",".join(CONFIGS))
+    ap.add_argument("--windows", type=int, default=7)
+    ap.add_argument("--steps-per-window", type=int, default=None, help="default: tiny 3, else 1")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-record", action="store_true", help="print only")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    for name in args.configs.split(","):
+        spw = args.steps_per_window or (3 if name == "tiny" else 1)
+        rec = bench_config(name, args.windows, spw, args.warmup) | environment()
+        print(
+            f"{name}: ours {rec['ours_tokens_per_s']:.0f} tok/s, HF {rec['hf_tokens_per_s']:.0f} "
+            f"tok/s, ratio {rec['ratio']} (windows {rec['ratio_min_max']}), load {rec['load_avg']}"
+        )
+        if not args.no_record:
+            append_result("model_vs_hf", rec)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Shared benchmark helpers: what ran where (device, versions, commit, load) and result files."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO / "bench" / "results"
+
+
+def device_name(device: torch.device | None = None) -> str:
+    """ "cpu (N cores)" (N = torch threads) or the accelerator's name."""
+    device = device or torch.device("cpu")
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} cores)"
+
+
+def git_commit() -> str:
+    """Short commit of the working tree, with "+dirty" when tracked files differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", "olmo", "bench"], cwd=REPO
+        ).returncode
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
+
+
+def environment(device: torch.device | None = None) -> dict[str, Any]:
+    """Fields every result carries."""
+    return {
+        "device": device_name(device),
+        "cpu": platform.machine(),
+        "torch": torch.__version__,
+        "git_commit": git_commit(),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def append_result(name: str, record: dict[str, Any]) -> Path:
+    """Append one JSON line to bench/results/NAME.jsonl."""
+    path = RESULTS_DIR / f"{name}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    return path
+
+
+def interleaved_windows(
+    steps: dict[str, Callable[[], None]], windows: int, steps_per_window: int, warmup: int
+) -> dict[str, list[float]]:
+    """Seconds per step of each callable, per window; the order alternates between windows.
+
+    Interleaving exposes every contender to the same background load, so per-window ratios
+    stay meaningful on a shared machine.
+    """
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    names = list(steps)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for w in range(windows):
+        for name in names if w % 2 == 0 else reversed(names):
+            t0 = time.perf_counter()
+            for _ in range(steps_per_window):
+                steps[name]()
+            out[name].append((time.perf_counter() - t0) / steps_per_window)
+    return out
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)

@@ -1,0 +1,84 @@
+"""Fused output head + cross-entropy: the [tokens, vocab] logits never exist in full.
+
+With a 50k vocabulary the head dominates small models: the fp32 logits, their log-softmax and
+the gradients of both are each tokens × 50,304 floats. Here the head matmul and the loss run a
+chunk of tokens at a time, and the gradients of the hidden states and the head weight are
+computed right there (softmax − one-hot is the gradient of the summed token loss), so backward
+only scales them. Same math as `F.cross_entropy(F.linear(h, w).float(), y, reduction="sum")`:
+fp32 logits, fp32 loss and fp32 weight-gradient accumulation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+DEFAULT_CHUNK_TOKENS = 512
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, chunk):  # hidden [N, d], weight [V, d], labels [N]
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        n, vocab = hidden.shape[0], weight.shape[0]
+        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        )
+        # One logits buffer reused by every chunk: fresh large CPU allocations page-fault.
+        buf = torch.empty(min(chunk, n), vocab, dtype=hidden.dtype, device=hidden.device)
+        for start in range(0, n, chunk):
+            h, y = hidden[start : start + chunk], labels[start : start + chunk]
+            logits = torch.mm(h, weight.t(), out=buf[: h.shape[0]]).float()
+            # In place: every fresh [chunk, vocab] tensor would cost a pass of page faults on CPU.
+            logp = torch._log_softmax(logits, 1, False, out=logits)
+            loss -= logp.gather(1, y[:, None]).sum()
+            if not (need_h or need_w):
+                continue
+            # d(sum of token losses)/d logits = softmax − one-hot, built in place.
+            probs = logp.exp_()
+            probs.scatter_add_(1, y[:, None], probs.new_full((h.shape[0], 1), -1.0))
+            g = probs.to(hidden.dtype)
+            if need_h:
+                torch.mm(g, weight, out=grad_h[start : start + chunk])
+            if need_w:
+                if g.dtype == torch.float32:
+                    grad_w.addmm_(g.t(), h)
+                else:
+                    grad_w += torch.mm(g.t(), h).float()
+        ctx.grads = (grad_h, grad_w, weight.dtype)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w, w_dtype = ctx.grads
+        if grad_h is not None:
+            grad_h = grad_h * grad_loss.to(grad_h.dtype)
+        if grad_w is not None:
+            grad_w = (grad_w * grad_loss).to(w_dtype)
+        return grad_h, grad_w, None, None
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+) -> torch.Tensor:
+    """Sum over tokens of cross-entropy(hidden @ weight.T, labels), fp32, chunk by chunk.
+
+    hidden [..., d], labels [...] (ids in [0, vocab)); under autocast the matmuls run in the
+    autocast dtype, as `F.linear` would.
+    """
+    if chunk_tokens <= 0:
+        raise ValueError(f"chunk_tokens must be positive, got {chunk_tokens}")
+    device_type = hidden.device.type
+    dtype = hidden.dtype
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+    h = hidden.reshape(-1, hidden.shape[-1]).to(dtype)
+    w = weight.to(dtype)
+    if not torch.is_grad_enabled():  # evaluation: no gradients to precompute
+        h, w = h.detach(), w.detach()
+    with torch.autocast(device_type, enabled=False):
+        return _LinearCrossEntropy.apply(h, w, labels.reshape(-1), chunk_tokens)
