@@ -154,6 +154,7 @@ case "$rc" in
   0) exit 0 ;;
   2) echo "olmo: bad input; not requeueing"; exit 2 ;;
   75) ;;
+  140 | 143) echo "olmo: killed by USR2/TERM before it could checkpoint (start-up)" ;;
   *) [[ "$REQUEUE_ON_CRASH" -eq 1 ]] || exit "$rc" ;;
 esac
 if [[ "$RESTARTS" -ge "$OLMO_MAX_RESTARTS" ]]; then

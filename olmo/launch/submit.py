@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -192,5 +193,20 @@ def launch(prof: Profile, job: JobSpec, dry_run: bool = False, wait: bool = Fals
     print(f"logs: {j.paths.stdout} {j.paths.stderr} (task 0; other tasks beside them)")
     print(f"run dir: {job.run_dir}")
     if wait:
+        wait_finished(j, params["nodes"] * params["tasks_per_node"])
         print(json.dumps(j.results()))
     return 0
+
+
+def wait_finished(job: Any, ntasks: int, poll_s: float = 2.0) -> None:
+    """Until every task left a result or the job left the queue for good. submitit alone may
+    call a job finished during the ~1.5 s sacct shows NODE_FAIL before SLURM requeues it."""
+    import time
+
+    pickles = [job.paths.folder / f"{job.job_id}_{t}_result.pkl" for t in range(ntasks)]
+    while not all(p.exists() for p in pickles):
+        out = subprocess.run(["squeue", "-h", "-j", job.job_id], capture_output=True, text=True)
+        if out.returncode == 0 and not out.stdout.strip():
+            time.sleep(poll_s)  # let the last result land, then let submitit report
+            break
+        time.sleep(poll_s)
