@@ -14,7 +14,10 @@ def _fingerprint(args: argparse.Namespace) -> int:
     from olmo.config.schema import load_config
     from olmo.parity.fingerprint import FingerprintOptions, fingerprint
 
-    cfg = load_config(args.config, [f"--{o.removeprefix('--')}" for o in args.override])
+    config = Path(args.config)
+    if config.is_dir():  # a run directory: its resolved config
+        config = config / "config.yaml"
+    cfg = load_config(config, [f"--{o.removeprefix('--')}" for o in args.override])
     opts = FingerprintOptions(
         device=args.device,
         dtype=args.dtype,
@@ -85,7 +88,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "the data pipeline, forward + backward + one AdamW step on the device; writes statistics "
         "of activations, logits, loss, gradients and the update, plus the environment.",
     )
-    p.add_argument("config", help="YAML config (the run's config.yaml works too)")
+    p.add_argument("config", help="YAML config, or a run directory (its config.yaml)")
     p.add_argument("--out", required=True, help="fingerprint JSON to write")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
