@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from olmo.checkpoint.config import CheckpointConfig
@@ -65,6 +66,19 @@ class Checkpointer:
             # A dedicated group: async DCP on the default group breaks once training issues
             # collectives before the save finishes.
             self._group = dist.new_group(backend="gloo")
+        self._stager = None
+        if cfg.async_save:
+            # One stager for the run: it keeps its host copy between saves instead of
+            # allocating model + optimizer bytes again at every save. Staging stays synchronous:
+            # the next optimizer step changes the tensors it copies.
+            self._stager = DefaultStager(
+                StagingOptions(
+                    use_pinned_memory=torch.cuda.is_available(),
+                    use_shared_memory=False,
+                    use_async_staging=False,
+                    use_non_blocking_copy=False,
+                )
+            )
         self.last_save_time = time.monotonic()
         self.last_blocking_s = 0.0
         """Seconds the last save() kept training waiting (all of it when synchronous)."""
@@ -90,8 +104,10 @@ class Checkpointer:
         state = {"model": model_sd, "optim": optim_sd}
         torch.save(_rng_state(), tmp / f"rng-rank{self.rank}.pt")
         if self.cfg.async_save:
-            # DCP's default stager copies the tensors before returning; the writing is threaded.
-            fut = dcp.async_save(state, checkpoint_id=str(tmp), process_group=self._group)
+            # The stager copies the tensors before async_save returns; the writing is threaded.
+            fut = dcp.async_save(
+                state, checkpoint_id=str(tmp), process_group=self._group, async_stager=self._stager
+            )
             self._pending = _PendingSave(fut, tmp, step, trainer_state)
         else:
             dcp.save(state, checkpoint_id=str(tmp))

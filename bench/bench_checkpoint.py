@@ -1,0 +1,154 @@
+"""Checkpoint save / load / async-blocking time vs model size, through the real `Checkpointer`.
+
+For each size: the OLMo Transformer and AdamW (state filled by one step on random gradients),
+then on a 1-rank gloo group (as `olmo train` runs on one CPU process):
+- save_s: synchronous `Checkpointer.save` (DCP write, crc32 of every file, marker, rename);
+- verify_s / load_s: `find_resume_point` (checksums) and `Checkpointer.load` (DCP read + set);
+- async_blocking_s: how long an async `save` keeps training waiting (staging copy to memory),
+  async_total_s: blocking + the background write until `wait()` commits it.
+Each figure is the best of `--repeats`; the machine is shared, so load averages are recorded.
+
+    python bench/bench_checkpoint.py [--sizes small,medium,large] [--repeats 2] [--dir DIR]
+
+Results are printed and appended as JSON lines to bench/results/checkpoint.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from olmo.checkpoint.checkpointer import Checkpointer
+from olmo.checkpoint.config import CheckpointConfig
+from olmo.model import ModelConfig, build_model
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results" / "checkpoint.jsonl"
+SIZES = {  # vocab 50,280 → 50,304 rows; tied embeddings
+    "small": dict(d_model=192, n_layers=2, n_heads=3),  # ~10.6M
+    "medium": dict(d_model=768, n_layers=8, n_heads=12),  # ~95M
+    "large": dict(d_model=1024, n_layers=20, n_heads=16),  # ~303M
+}
+
+
+def _model_and_optim(size: str):
+    cfg = ModelConfig(vocab_size=50280, max_seq_len=2048, **SIZES[size])
+    model = build_model(cfg, seed=0)
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    optim.step()
+    optim.zero_grad(set_to_none=True)
+    return cfg, model, optim
+
+
+def _time_save(root: Path, model, optim, async_save: bool) -> tuple[float, float]:
+    """(seconds save() blocked, seconds until committed) for one save into a fresh root."""
+    shutil.rmtree(root, ignore_errors=True)
+    ckpt = Checkpointer(root, CheckpointConfig(async_save=async_save), 0, 1, {"bench": True})
+    t0 = time.perf_counter()
+    ckpt.save(1, model, optim, {"train_state": {"step": 1}, "loader": {}})
+    blocked = time.perf_counter() - t0
+    ckpt.wait()
+    return blocked, time.perf_counter() - t0
+
+
+def _time_load(root: Path, model, optim) -> tuple[float, float]:
+    ckpt = Checkpointer(root, CheckpointConfig(), 0, 1, {})
+    t0 = time.perf_counter()
+    path = ckpt.find_resume_point()
+    verified = time.perf_counter() - t0
+    assert path is not None and path.name == "step1", path
+    ckpt.load(path, model, optim)
+    return verified, time.perf_counter() - t0
+
+
+def bench_size(size: str, repeats: int, workdir: Path) -> dict:
+    cfg, model, optim = _model_and_optim(size)
+    root = workdir / size
+    saves, asyncs, loads = [], [], []
+    for _ in range(repeats):
+        asyncs.append(_time_save(root, model, optim, async_save=True))
+        saves.append(_time_save(root, model, optim, async_save=False))
+        loads.append(_time_load(root, model, optim))
+    nbytes = sum(f.stat().st_size for f in (root / "step1").iterdir())
+    shutil.rmtree(root, ignore_errors=True)
+    return {
+        "size": size,
+        "params": cfg.num_params(),
+        "model": SIZES[size],
+        "checkpoint_bytes": nbytes,
+        "save_s": round(min(s[1] for s in saves), 3),
+        "verify_s": round(min(v for v, _ in loads), 3),
+        "load_s": round(min(tot for _, tot in loads), 3),
+        "async_blocking_s": round(min(b for b, _ in asyncs), 3),
+        "async_total_s": round(min(t for _, t in asyncs), 3),
+        "save_MB_per_s": round(nbytes / 1e6 / min(s[1] for s in saves), 1),
+        "repeats": repeats,
+        "world_size": 1,
+    }
+
+
+def _context() -> dict:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {
+        "device": f"cpu ({os.cpu_count()} cores)",
+        "torch": torch.__version__,
+        "git_commit": commit,
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _init_group() -> None:
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29531")
+        dist.init_process_group("gloo", rank=0, world_size=1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="small,medium,large", help=f"from {', '.join(SIZES)}")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--dir", help="where checkpoints are written (default: a temp dir)")
+    p.add_argument("--no-record", action="store_true", help="print only, do not append results")
+    args = p.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    _init_group()
+    workdir = Path(args.dir or tempfile.mkdtemp(prefix="bench-ckpt-"))
+    try:
+        for size in args.sizes.split(","):
+            rec = {"bench": "checkpoint", **bench_size(size, args.repeats, workdir), **_context()}
+            print(json.dumps(rec))
+            if not args.no_record:
+                RESULTS.parent.mkdir(parents=True, exist_ok=True)
+                with open(RESULTS, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+    finally:
+        if not args.dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
