@@ -96,7 +96,10 @@ class Checkpointer:
         optim: torch.optim.Optimizer,
         trainer_state: dict[str, Any],
     ) -> None:
-        """Collective: every rank calls it at the same step."""
+        """Collective: every rank calls it at the same step. A step saved already is skipped
+        (the final save after an interval save of the same step, or of one still in flight)."""
+        if step == self.saved_step:
+            return
         t0 = time.perf_counter()
         self.wait()
         tmp = self._fresh_tmp(step)
