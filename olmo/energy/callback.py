@@ -32,12 +32,14 @@ log = logging.getLogger("olmo.energy")
 
 
 class EnergyMonitor(Callback):
-    def __init__(self, cfg: EnergyConfig, run_dir: Path, env: DistEnv, attempt: int):
+    def __init__(
+        self, cfg: EnergyConfig, run_dir: Path, env: DistEnv, attempt: int, backend=None
+    ):  # backend: this node's, when the caller built it (benchmarks); else chosen per cfg
         self.cfg, self.run_dir, self.env, self.attempt = cfg, Path(run_dir), env, attempt
         self.node, self.sampler, self.backend = store.node_name(), None, None
         self.wall0 = time.time()
         if env.local_rank == 0:
-            self.backend = select_backend(cfg.backend, env.device.type)
+            self.backend = backend or select_backend(cfg.backend, env.device.type)
             if self.backend.devices:
                 self.sampler = Sampler(
                     self.backend, cfg.interval_ms / 1000, cfg.sanity_window_s, cfg.trace_interval_s
