@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
+from olmo.cli import main
 from tests.helpers import olmo, read_metrics
 
 pytestmark = pytest.mark.slow
@@ -90,7 +91,7 @@ def test_report_on_a_run_still_being_written(requeued_run, tmp_path):
     (run / "metrics.jsonl").write_text(
         "\n".join(lines[:12]) + "\n" + lines[12][: len(lines[12]) // 2]
     )
-    olmo("report", str(run))
+    assert main(["report", str(run)]) == 0  # in-process: the CLI without a fresh interpreter
     s = json.loads((run / "report" / "summary.json").read_text())
     expected = json.loads(lines[11])
     assert s["steps"] == 12 and not s["complete"] and s["skipped_lines"] == 1
@@ -100,13 +101,13 @@ def test_report_on_a_run_still_being_written(requeued_run, tmp_path):
     assert "in progress" in (run / "report" / "summary.md").read_text()
 
 
-def test_bad_run_dir_is_one_line_error(tmp_path):
-    proc = olmo("report", str(tmp_path), check=False)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "metrics.jsonl: not found" in proc.stderr
+def test_bad_run_dir_is_one_line_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "metrics.jsonl: not found" in err
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "lo')
-    proc = olmo("report", str(tmp_path), check=False)
-    assert proc.returncode == 2 and "no complete step records yet" in proc.stderr
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no complete step records yet" in capsys.readouterr().err
     assert not (tmp_path / "report").exists()
 
 
@@ -121,12 +122,12 @@ def test_power_and_energy_plotted_when_measured(requeued_run, tmp_path):
     for m in metrics:
         m.update(energy_j=100.0 + m["step"], power_w=350.0)
     (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
-    olmo("report", str(run))
+    assert main(["report", str(run)]) == 0
     s = json.loads((run / "report" / "summary.json").read_text())
     assert "energy.png" in s["plots"] and s["energy_j"] == sum(100.0 + i for i in range(1, 21))
     _check_png(run / "report" / "energy.png")
     (run / "energy.json").write_text(json.dumps({"totals": {"energy_j": 7200.0, "co2e_kg": 0.001}}))
-    olmo("report", str(run))
+    assert main(["report", str(run)]) == 0
     s = json.loads((run / "report" / "summary.json").read_text())
     assert (s["energy_j"], s["energy_source"]) == (7200.0, "energy.json")
     assert (

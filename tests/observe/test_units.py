@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from olmo.errors import OlmoError
 from olmo.model.config import PRESETS
+from olmo.observe.config import WandbConfig
 from olmo.observe.mfu import flops_per_token, mfu, peak_flops
 from olmo.observe.scrub import REDACTED, is_secret_key, scrub, secret_values
-from olmo.observe.wandb_logger import ID_FILE, flatten_numbers, resolve_mode, run_id, wandb_row
+from olmo.observe.wandb_logger import (
+    ID_FILE,
+    WandbLogger,
+    flatten_numbers,
+    resolve_mode,
+    run_id,
+    wandb_row,
+)
 
 
 def test_secret_keys_are_word_wise():
@@ -101,3 +111,18 @@ def test_peak_table_and_mfu():
     # 8 H100s at 1e5 tokens/s each on a model of 1e9 FLOPs/token: 1e14/989e12 ≈ 10.1%.
     assert mfu(8e5, 1e9, 8, 989e12) == pytest.approx(0.10111, rel=1e-4)
     assert mfu(8e5, 1e9, 8, None) is None
+
+
+def _trainer(is_main: bool):
+    # The logger reads only trainer.env.is_main at start; the real loop is exercised end to end.
+    return SimpleNamespace(env=SimpleNamespace(is_main=is_main))
+
+
+@pytest.mark.parametrize(("mode", "is_main"), [("disabled", True), ("offline", False)])
+def test_disabled_or_not_rank0_writes_nothing(tmp_path, monkeypatch, mode, is_main):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    logger = WandbLogger(WandbConfig(mode=mode), tmp_path, {"model": {}}, attempt=1)
+    logger.on_train_start(_trainer(is_main))
+    logger.on_metrics(_trainer(is_main), [{"step": 1, "loss": 1.0}])
+    logger.on_train_end(_trainer(is_main), "completed")
+    assert logger.run is None and list(tmp_path.iterdir()) == []
