@@ -55,6 +55,9 @@ class SlurmSection:
     """srun --distribution (LUMI: block:block)."""
     cpu_bind: str | None = None
     """srun --cpu-bind value (LUMI: GCD↔CCD masks)."""
+    task_exit_wait_s: int = 60
+    """srun --wait: once one task ends, the others get this long before being killed. Not
+    --kill-on-bad-exit: a rank exiting 75 (checkpointed) would kill rank 0 still finishing up."""
     extra: list[str] = field(default_factory=list)
     """Further sbatch options, e.g. ['--exclusive', '--qos=high']."""
 

@@ -58,7 +58,7 @@ def srun_words(prof: Profile) -> list[str]:
     s = prof.slurm
     words = [
         "srun",
-        "--kill-on-bad-exit=1",
+        f"--wait={s.task_exit_wait_s}",
         f"--ntasks-per-node={prof.devices.per_node}",
         "--cpus-per-task=$SLURM_CPUS_PER_TASK",
     ]

@@ -93,7 +93,7 @@ class TrainTask:
 
 def executor_params(prof: Profile) -> dict[str, Any]:
     s = prof.slurm
-    srun_args = ["--kill-on-bad-exit=1", f"--cpus-per-task={s.cpus_per_task}"]
+    srun_args = [f"--wait={s.task_exit_wait_s}", f"--cpus-per-task={s.cpus_per_task}"]
     if s.distribution:
         srun_args.append(f"--distribution={s.distribution}")
     if s.cpu_bind:

@@ -81,7 +81,7 @@ def test_rendered_script_has_restart_options():
     args = re.search(r"TRAIN_ARGS=\((.*)\)", text).group(1).split()
     assert args[0] == "--train.walltime_margin_s=30" and args[-1] == "--a.b=1"
     assert "--energy.pue=1.1" in args and "--energy.carbon_intensity_g_per_kwh=475.0" in args
-    assert "OLMO=(srun --kill-on-bad-exit=1 --ntasks-per-node=1" in text
+    assert "OLMO=(srun --wait=60 --ntasks-per-node=1" in text
     assert "  python -m olmo)" in text  # no container on the local cluster
     assert "doctor --expect-devices 1 --kind cpu" in text
 
