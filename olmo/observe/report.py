@@ -34,6 +34,12 @@ def world_size(run: RunData) -> int:
     )
 
 
+def _ranks_of(run: RunData, record: dict[str, Any], default: int) -> int:
+    i = int(record.get("attempt", 0)) - 1
+    ws = run.attempts[i].get("world_size") if 0 <= i < len(run.attempts) else None
+    return int(ws) if isinstance(ws, int) and ws > 0 else default
+
+
 def summarize(run: RunData) -> dict[str, Any]:
     """The numbers of the summary (also written as summary.json)."""
     recs, last = run.records, run.records[-1]
@@ -166,8 +172,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> dict[str
     out.mkdir(parents=True, exist_ok=True)
     s = summarize(run)
     fpt, peak = s["flops_per_token"], s["peak_flops_per_device"]
-    per_step = [
-        mfu(t, fpt, s["world_size"], peak) if fpt else None for t in run.series("tokens_per_s")[1]
+    per_step = [  # each attempt ran on its own number of ranks
+        mfu(r["tokens_per_s"], fpt, _ranks_of(run, r, s["world_size"]), peak) if fpt else None
+        for r in run.records
+        if isinstance(r.get("tokens_per_s"), (int, float))
     ]
     images = [plots.plot_loss(run, out), plots.plot_lr(run, out),
               plots.plot_throughput(run, per_step, out), plots.plot_energy(run, out),

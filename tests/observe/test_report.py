@@ -134,3 +134,23 @@ def test_power_and_energy_plotted_when_measured(requeued_run, tmp_path):
         "| energy | 7,200.0 J = 0.0020 kWh (energy.json), 0.001 kg CO2e |"
         in (run / "report" / "summary.md").read_text()
     )
+
+
+def test_mfu_from_the_device_table(requeued_run, tmp_path):
+    """On an H100 (env.json as written there) the summary's MFU is tokens/s · FLOPs/token / peak."""
+    run = tmp_path / "h100"
+    run.mkdir()
+    for name in ("config.yaml", "attempts.jsonl", "metrics.jsonl"):
+        shutil.copy(requeued_run / name, run / name)
+    env = json.loads((requeued_run / "env.json").read_text())
+    env["devices"] = [{"type": "cuda", "index": 0, "name": "NVIDIA H100 80GB HBM3"}]
+    (run / "env.json").write_text(json.dumps(env))
+    assert main(["report", str(run)]) == 0
+    s = json.loads((run / "report" / "summary.json").read_text())
+    assert s["peak_flops_per_device"] == 989e12
+    assert s["mfu"] == pytest.approx(s["median_tokens_per_s"] * s["flops_per_token"] / 989e12)
+    assert (
+        f"| MFU | {100 * s['mfu']:.1f}% of 989 TFLOP/s bf16 per device |"
+        in (run / "report" / "summary.md").read_text()
+    )
+    _check_png(run / "report" / "throughput.png")
