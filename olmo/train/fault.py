@@ -97,10 +97,14 @@ def parse_squeue_time(text: str) -> float | None:
 
 
 class Watchdog:
-    """If `beat()` is not called within `timeout_s`, dump every thread's stack and exit."""
+    """If `beat()` is not called within `timeout_s`, dump every thread's stack and exit.
 
-    def __init__(self, timeout_s: float, dump_path: Path):
-        self.timeout_s, self.dump_path = timeout_s, dump_path
+    With peers (grace_s > 0) it stays alive a little after dumping: ranks stuck at the same point
+    fire moments later and dump too, instead of dying on the first one's closed connections.
+    """
+
+    def __init__(self, timeout_s: float, dump_path: Path, grace_s: float = 0.0):
+        self.timeout_s, self.dump_path, self.grace_s = timeout_s, dump_path, grace_s
         self._last = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="olmo-watchdog", daemon=True)
@@ -120,14 +124,21 @@ class Watchdog:
         while not self._stop.wait(min(1.0, self.timeout_s / 4)):
             idle = time.monotonic() - self._last
             if idle > self.timeout_s:
-                self.dump_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.dump_path, "w") as f:
-                    f.write(
-                        f"watchdog: no step completed in {idle:.0f}s (timeout {self.timeout_s}s)\n"
-                    )
-                    faulthandler.dump_traceback(file=f, all_threads=True)
-                log.error("watchdog: no step in %.0fs; stacks in %s; exiting", idle, self.dump_path)
+                self._dump(idle)
+                time.sleep(self.grace_s)
                 os._exit(WATCHDOG_EXIT_CODE)
+
+    def _dump(self, idle: float) -> None:
+        self.dump_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.dump_path, "w") as f:
+            f.write(f"watchdog: no step completed in {idle:.1f}s (timeout {self.timeout_s}s)\n")
+            faulthandler.dump_traceback(file=f, all_threads=True)
+        log.error(
+            "watchdog: no step in %.0fs; stacks in %s; exiting with %d",
+            idle,
+            self.dump_path,
+            WATCHDOG_EXIT_CODE,
+        )
 
 
 # ---- fault injection (tests) -------------------------------------------------------------

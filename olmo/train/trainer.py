@@ -100,6 +100,7 @@ class Trainer:
         watchdog = Watchdog(
             self.cfg.train.watchdog_timeout_s,
             self.parts.run_dir / "stacks" / f"rank{self.env.rank}.txt",
+            grace_s=min(10.0, self.cfg.train.watchdog_timeout_s) if self.env.world_size > 1 else 0,
         ).start()
         self._emit("on_train_start")
         status = "completed"
