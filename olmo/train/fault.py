@@ -35,7 +35,7 @@ class StopFlag:
         self._previous: dict[int, object] = {}
 
     def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
+        if self._previous or threading.current_thread() is not threading.main_thread():
             return
         for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)

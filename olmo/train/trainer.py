@@ -303,9 +303,15 @@ def _clock(t: float) -> str:
 def run_training(cfg: Config, run_dir: Path) -> int:
     from olmo.train.setup import build_components, default_callbacks
 
-    parts = build_components(cfg, run_dir)
+    stop = StopFlag()
+    stop.install()  # already during start-up: a preemption signal then still ends in a checkpoint
     try:
-        trainer = Trainer(cfg, parts, default_callbacks(cfg, parts))
-        return trainer.fit()
+        parts = build_components(cfg, run_dir)
+        try:
+            trainer = Trainer(cfg, parts, default_callbacks(cfg, parts))
+            trainer.stop = stop
+            return trainer.fit()
+        finally:
+            parts.close()
     finally:
-        parts.close()
+        stop.uninstall()

@@ -70,6 +70,7 @@ def test_stop_signals_only_set_a_flag(sig):
     flag = StopFlag()
     before = signal.getsignal(sig)
     flag.install()
+    flag.install()  # idempotent: installed at start-up and again by the loop
     try:
         os.kill(os.getpid(), sig)
         time.sleep(0.01)  # the handler runs between bytecodes of the main thread
