@@ -110,6 +110,7 @@ def main() -> None:
             mon.sampler.stop()
             hook.append(hook_cost(mon, trainer))
     step_s = statistics.median(off)
+    one_sample = sample_cost(args.backend)
     ratios = [a / b for a, b in zip(on, off, strict=True)]
     sampler_frac = cpu / wall
     hook_s = statistics.median(hook)
@@ -120,11 +121,24 @@ def main() -> None:
         "ab_overhead_pct_median": 100 * (statistics.median(ratios) - 1),
         "ab_overhead_pct_windows": [round(100 * (r - 1), 2) for r in ratios],
         "sampler_cpu_pct": 100 * sampler_frac, "sampler_wall_pct": 100 * busy / wall, "hook_s_per_step": hook_s,
+        "sample_cpu_us": 1e6 * one_sample,
+        "sampler_cpu_pct_isolated": 100 * one_sample / (args.interval_ms / 1000),
         "overhead_pct": est, "goal_pct": 0.5, **environment(),
     }  # fmt: skip
     print(rec)
     print(f"results → {append_result('energy_overhead', rec)}")
     parts.close()
+
+
+def sample_cost(backend_name: str, n: int = 2000) -> float:
+    """CPU seconds of one sample (read every device + fold) on an otherwise idle thread."""
+    from olmo.energy.sampler import Sampler
+
+    s = Sampler(select_backend(backend_name, "cpu"), 1.0, 0.5, 1.0)
+    c0 = time.thread_time()
+    for _ in range(n):
+        s.sample()
+    return (time.thread_time() - c0) / n
 
 
 def hook_cost(mon: EnergyMonitor, trainer: Trainer, n: int = 200) -> float:
