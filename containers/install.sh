@@ -10,6 +10,8 @@
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
+# Image builds run as root into the image's own Python; pip's warning about that is noise there.
+export PIP_ROOT_USER_ACTION=ignore
 
 die() {
   echo "install.sh: $*" >&2
