@@ -68,7 +68,7 @@ def plot_throughput(run: RunData, mfu_per_step: list[float | None], out: Path) -
                  ha="center", va="center", transform=ax2.transAxes)  # fmt: skip
         ax2.set_axis_off()
     ax2.set(xlabel="step")
-    for a in (ax, ax2):
+    for a in (ax, ax2) if pts else (ax,):  # no markers on the empty MFU panel
         _mark_restarts(a, run)
     return _save(fig, out / "throughput.png")
 
