@@ -51,11 +51,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):
+        if ctx.grads is None:
+            raise RuntimeError("fused head + cross-entropy: backward can run only once per forward")
         grad_h, grad_w, w_dtype = ctx.grads
+        ctx.grads = None  # scaled in place below (no second [vocab, d] allocation)
         if grad_h is not None:
-            grad_h = grad_h * grad_loss.to(grad_h.dtype)
+            grad_h.mul_(grad_loss.to(grad_h.dtype))
         if grad_w is not None:
-            grad_w = (grad_w * grad_loss).to(w_dtype)
+            grad_w = grad_w.mul_(grad_loss).to(w_dtype)
         return grad_h, grad_w, None, None
 
 

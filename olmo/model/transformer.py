@@ -57,6 +57,47 @@ class RotaryEmbedding(nn.Module):
         cos, sin = self.cos[:seq], self.sin[:seq]
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
 
+    def rotate_qkv(self, qkv: torch.Tensor) -> torch.Tensor:
+        """qkv [batch, seq, 3, heads, head_dim] → the same with q and k rotated (a new tensor)."""
+        if qkv.dtype != torch.float32 or torch.compiler.is_compiling():  # the generic path
+            q, k, v = qkv.unbind(2)
+            q, k = (r.transpose(1, 2) for r in self(q.transpose(1, 2), k.transpose(1, 2)))
+            return torch.stack((q, k, v), dim=2)
+        half = self.head_dim // 2
+        seq = qkv.shape[1]
+        # [seq, 1, 1, half]: broadcasts over (q|k, heads); both halves of the tables are equal.
+        cos, sin = (t[:seq, None, None, :half] for t in (self.cos, self.sin))
+        return _RotateQKV.apply(qkv, cos, sin)
+
+
+class _RotateQKV(torch.autograd.Function):
+    """RoPE on the q and k parts of a fused qkv tensor in four in-place-friendly ops.
+
+    The gradient of a rotation is the inverse rotation (sin → −sin): backward is one more
+    rotation, with nothing saved but the tables. Same arithmetic as `_rotate` up to rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        return _rotate_qkv(qkv, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad):
+        cos, sin = ctx.saved_tensors
+        return _rotate_qkv(grad, cos, -sin), None, None
+
+
+def _rotate_qkv(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    x1, x2 = x[:, :, :2, :, :half], x[:, :, :2, :, half:]
+    o1, o2 = out[:, :, :2, :, :half], out[:, :, :2, :, half:]
+    torch.mul(x1, cos, out=o1).addcmul_(x2, sin, value=-1.0)  # x1·cos − x2·sin
+    torch.mul(x2, cos, out=o2).addcmul_(x1, sin)  # x2·cos + x1·sin
+    out[:, :, 2] = x[:, :, 2]  # v passes through
+    return out
+
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     xf = x.float()
@@ -75,8 +116,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: RotaryEmbedding) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = rope(q, k)
+        qkv = rope.rotate_qkv(self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim))
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 

@@ -139,3 +139,20 @@ def test_unknown_preset_and_too_long_input():
     model = build_model(SMALL, seed=0)
     with pytest.raises(ValueError, match="max_seq_len"):
         model(torch.zeros(1, SMALL.max_seq_len + 1, dtype=torch.long))
+
+
+def test_fused_qkv_rope_forward_and_backward_match_generic_rope():
+    rope = RotaryEmbedding(head_dim=16, max_seq_len=32, theta=500.0)
+    rope.reset_tables()
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(2, 20, 3, 3, 16, generator=g, requires_grad=True)
+    weights = torch.randn(2, 20, 3, 3, 16, generator=g)
+    fast = rope.rotate_qkv(qkv)
+    (fast * weights).sum().backward()
+    fast_grad, qkv.grad = qkv.grad, None
+    q, k, v = qkv.unbind(2)
+    rq, rk = rope(q.transpose(1, 2), k.transpose(1, 2))
+    ref = torch.stack((rq.transpose(1, 2), rk.transpose(1, 2), v), dim=2)
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(fast_grad, qkv.grad, rtol=0, atol=1e-6)

@@ -88,3 +88,11 @@ def test_autocast_bf16_matches_reference_under_autocast():
     assert fused[1].dtype == fused[2].dtype == torch.float32
     for a, b in zip(fused, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+
+
+def test_second_backward_is_refused():
+    h, w, y = _inputs()
+    loss = linear_cross_entropy(h, w, y)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="only once"):
+        loss.backward()
