@@ -25,8 +25,12 @@ build_wheel() {
   src="$(cd "$1" && pwd)"
   mkdir -p "$2"
   out="$(cd "$2" && pwd)"
-  # No build isolation: the base image's setuptools builds it, nothing is fetched for the build.
-  "$PYTHON" -m pip wheel --no-deps --no-build-isolation --no-cache-dir --wheel-dir "$out" "$src"
+  # The base image's setuptools builds it when it is recent enough (nothing fetched); otherwise
+  # pip's build isolation fetches what pyproject.toml's build-system asks for.
+  local isolation=(--no-build-isolation)
+  "$PYTHON" -c 'import setuptools as s, sys; sys.exit(int(s.__version__.split(".")[0]) < 68)' \
+    2>/dev/null || isolation=()
+  "$PYTHON" -m pip wheel --no-deps "${isolation[@]}" --no-cache-dir --wheel-dir "$out" "$src"
   compgen -G "$out/olmo_hpc-*.whl" >/dev/null || die "no olmo_hpc-*.whl was written to $out"
 }
 
