@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,14 @@ def save_model(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     state = {"model": {k: v.detach().contiguous() for k, v in model.state_dict().items()}}
-    dcp.save(state, checkpoint_id=str(tmp))
+    dcp.save(state, checkpoint_id=str(tmp), no_dist=True)
     cfg = dict(config or {})
     cfg["model"] = _model_dict(model.cfg)
     save_yaml(cfg, tmp / CONFIG)
     names = sorted(p.name for p in tmp.iterdir() if p.is_file())
     files = file_checksums(tmp, names)
-    write_marker(tmp, {"step": 0, "world_size": 1, "contents": ["model"], "files": files})
+    info = {"step": 0, "world_size": 1, "time": time.time(), "contents": ["model"], "files": files}
+    write_marker(tmp, info)
     if out.exists():
         out.rmdir()
     os.replace(tmp, out)
