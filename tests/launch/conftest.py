@@ -45,7 +45,10 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
         os.environ["SLURM_CONF"] = str(conf)
         yield root
     finally:
+        started = [int(p.read_text()) for p in (root / "run").glob("*.pid")]
         localcluster.down(root, quiet=True)
+        left = [p for p in started if _alive(p)]
+        assert not left, f"olmo cluster down left daemons running: pids {left}"
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -82,6 +85,13 @@ def sacct_state(job_id: str) -> str:
         ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True
     )
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _environ(pid: int) -> dict[str, str]:
