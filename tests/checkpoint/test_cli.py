@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from olmo.checkpoint.io import load_model
+from olmo.cli import main
 from olmo.model import build_model
 from tests.checkpoint.conftest import copy_run
 from tests.helpers import olmo
@@ -82,38 +83,48 @@ def test_consolidate_hf_gives_same_logits(base_run: Path, tmp_path: Path):
     assert diff < 1e-4, diff
 
 
-def test_help_of_each_command():
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    """The `olmo` entry point in-process (the subprocess path is covered above)."""
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_of_each_command(capsys):
     for cmd in ("info", "verify", "consolidate"):
-        proc = olmo("checkpoint", cmd, "--help")
-        assert proc.stdout.startswith("usage: olmo checkpoint " + cmd)
+        with pytest.raises(SystemExit) as exc:
+            main(["checkpoint", cmd, "--help"])
+        assert exc.value.code == 0
+        assert capsys.readouterr().out.startswith("usage: olmo checkpoint " + cmd)
 
 
-def _one_line_error(proc, code: int, needle: str) -> None:
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
-    assert needle in proc.stderr, proc.stderr
+def _one_line_error(result, code: int, needle: str) -> None:
+    got, _, err = result
+    assert got == code, (got, err)
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert needle in err, err
 
 
-def test_errors_missing_uncommitted_and_existing_output(base_run: Path, tmp_path: Path):
+def test_errors_missing_uncommitted_and_existing_output(base_run: Path, tmp_path: Path, capsys):
     missing = tmp_path / "nope"
     for cmd in (
         ["info", str(missing)],
         ["verify", str(missing)],
         ["consolidate", str(missing), "o"],
     ):
-        _one_line_error(olmo("checkpoint", *cmd, check=False), 2, f"{missing}: not found")
+        _one_line_error(_cli(capsys, "checkpoint", *cmd), 2, f"{missing}: not found")
     run = copy_run(base_run, tmp_path / "run")
     half = run / "checkpoints" / ".step25.tmp"
     shutil.copytree(run / "checkpoints" / "step20", half)
     (half / "COMMITTED.json").unlink()
-    _one_line_error(olmo("checkpoint", "info", str(half), check=False), 2, "no COMMITTED.json")
+    _one_line_error(_cli(capsys, "checkpoint", "info", str(half)), 2, "no COMMITTED.json")
     out = tmp_path / "w.pt"
-    proc = olmo("checkpoint", "consolidate", str(half), str(out), check=False)
-    _one_line_error(proc, 2, "not a committed checkpoint")
+    _one_line_error(
+        _cli(capsys, "checkpoint", "consolidate", str(half), str(out)), 2, "not a committed"
+    )
     assert not out.exists()
-    proc = olmo("checkpoint", "verify", str(half), check=False)
-    assert proc.returncode == 1 and "no COMMITTED.json" in proc.stdout
+    code, stdout, _ = _cli(capsys, "checkpoint", "verify", str(half))
+    assert code == 1 and "no COMMITTED.json" in stdout
     out.write_bytes(b"x")
-    proc = olmo("checkpoint", "consolidate", str(run), str(out), check=False)
-    _one_line_error(proc, 2, "already exists")
-    _one_line_error(olmo("checkpoint", "info", str(tmp_path), check=False), 2, "neither")
+    _one_line_error(_cli(capsys, "checkpoint", "consolidate", str(run), str(out)), 2, "exists")
+    _one_line_error(_cli(capsys, "checkpoint", "info", str(tmp_path)), 2, "neither")
