@@ -190,13 +190,13 @@ REFERENCES: dict[str, list[str]] = {
     "lumi": [
         "--cluster=lumi",
         "--set=slurm.account=project_465000000",
-        "--set=container.image=/project/project_465000000/olmo-hpc-rocm.sif",
+        "--set=container.image=/project/project_465000000/olmo-rocm.sif",
         "configs/olmo-7b.yaml",
     ],
     "a100": [
         "--cluster=a100",
         "--set=slurm.account=my_account",
-        "--set=container.image=$HOME/olmo-hpc-cuda.sif",
+        "--set=container.image=$HOME/olmo-cuda.sif",
         "configs/olmo-1b.yaml",
     ],
     "local": [

@@ -91,12 +91,12 @@ def test_container_lines():
     assert (
         '  singularity exec -B "$PWD,/pfs,/scratch,/projappl,/project,/flash,/var/spool/slurmd,'
         '/opt/cray/,/usr/lib64/libcxi.so.1,/usr/lib64/libjansson.so.4" '
-        "/project/project_465000000/olmo-hpc-rocm.sif python -m olmo)"
+        "/project/project_465000000/olmo-rocm.sif python -m olmo)"
     ) in lumi
     assert "--distribution=block:block '--cpu-bind=mask_cpu:fe000000000000," in lumi
     assert "export SINGULARITYENV_LD_LIBRARY_PATH=/opt/cray/libfabric" in lumi
     a100 = (repo_root() / "slurm" / "a100.sbatch").read_text()
-    assert '  apptainer exec --nv -B "$PWD" "$HOME/olmo-hpc-cuda.sif" python -m olmo)' in a100
+    assert '  apptainer exec --nv -B "$PWD" "$HOME/olmo-cuda.sif" python -m olmo)' in a100
     bare = render(
         load_profile("a100", ["slurm.account=x", "container.runtime=none"]),
         JobSpec("c.yaml", "runs/c"),
