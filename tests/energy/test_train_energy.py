@@ -128,3 +128,20 @@ def test_two_ranks_one_node_count_the_node_once(rapl, tmp_path):
     assert node["mean_power_w"] == pytest.approx(WATTS, rel=0.05)
     recs = read_metrics(run)
     assert statistics.median(r["power_w"] for r in recs) == pytest.approx(WATTS, rel=0.25)
+
+
+def test_killed_attempt_still_counts(rapl, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    args = ["train", *BASE, "--run-dir", str(run), "--train.max_steps=8", "--train.log_interval=2",
+            "--energy.write_interval_s=0.01"]  # fmt: skip
+    monkeypatch.setenv("OLMO_FAULT_INJECT", "kill@step=6")  # SIGKILL: no on_train_end
+    assert olmo(*args, check=False).returncode == -9
+    assert not (run / "energy.json").exists()
+    monkeypatch.delenv("OLMO_FAULT_INJECT")
+    olmo(*args)  # no checkpoint yet: starts over at step 1
+    data = json.loads((run / "energy.json").read_text())
+    killed, done = data["segments"]
+    assert (killed["status"], killed["last_step"], done["status"]) == ("running", 6, "completed")
+    assert killed["energy_j"] == pytest.approx(WATTS * killed["duration_s"], rel=0.05)
+    assert data["totals"]["energy_j"] == pytest.approx(killed["energy_j"] + done["energy_j"])
+    assert data["totals"]["tokens"] == (6 + 8) * 8 * 32  # the redone steps cost energy too
