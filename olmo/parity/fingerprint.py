@@ -196,7 +196,7 @@ def _forward_backward(
             with torch.no_grad():
                 for stat, value in tensor_stats(logits).items():
                     q[f"b{i}/logits/{stat}"] = value
-                lse = float(torch.logsumexp(flat.double(), dim=-1).mean())
+                lse = float(torch.logsumexp(flat, dim=-1).double().mean())
                 q[f"b{i}/logits/logsumexp_mean"] = (lse, abs(lse))
                 mean_loss = float(loss) / batch[:, 1:].numel()
                 q[f"b{i}/loss"] = (mean_loss, abs(mean_loss))
