@@ -16,7 +16,7 @@ def round_up(x: float, multiple: int) -> int:
 @dataclass
 class ModelConfig:
     preset: str | None = None
-    """Start from a named preset (tiny, olmo-1b, olmo-7b); keys given beside it override it."""
+    """Start from a named preset (tiny, olmo-1b, olmo-7b, olmo2-1b); keys given beside it override it."""
     d_model: int = 128
     """Hidden size."""
     n_layers: int = 4
@@ -41,8 +41,9 @@ class ModelConfig:
     """Std of the normal init; output projections are scaled by 1/sqrt(2·n_layers)."""
     loss_chunk_tokens: int = 512
     """Tokens per chunk of the fused output head + cross-entropy (bounds the logits memory)."""
-    block: Literal["olmo"] = "olmo"
-    """Block variant."""
+    block: Literal["olmo", "olmo2"] = "olmo"
+    """Block variant: olmo (pre-norm, non-parametric LayerNorm) or olmo2 (RMSNorm after
+    attention and MLP, QK-norm; `layer_norm_eps` is then the RMSNorm epsilon)."""
 
     @property
     def head_dim(self) -> int:
@@ -100,7 +101,9 @@ class ModelConfig:
         d, h = self.d_model, self.hidden_size
         per_block = 4 * d * d + 3 * d * h
         emb = self.padded_vocab_size * d
-        total = self.n_layers * per_block
+        if self.block == "olmo2":  # RMSNorm weights: q, k, post-attention, post-MLP; final
+            per_block += 4 * d
+        total = self.n_layers * per_block + (d if self.block == "olmo2" else 0)
         if include_embedding:
             total += emb if self.weight_tying else 2 * emb
         return total
@@ -113,5 +116,18 @@ PRESETS: dict[str, ModelConfig] = {
     ),
     "olmo-7b": ModelConfig(
         d_model=4096, n_layers=32, n_heads=32, mlp_hidden_size=11008, weight_tying=False
+    ),
+    # OLMo-2-0425-1B (its dolma2 tokenizer: 100,278 entries → 100,352 rows).
+    "olmo2-1b": ModelConfig(
+        d_model=2048,
+        n_layers=16,
+        n_heads=16,
+        mlp_hidden_size=8192,
+        vocab_size=100278,
+        max_seq_len=4096,
+        rope_theta=500000.0,
+        weight_tying=False,
+        layer_norm_eps=1e-6,
+        block="olmo2",
     ),
 }

@@ -49,6 +49,10 @@ def to_hf_config(cfg: ModelConfig):
     transformers = _transformers()
     cfg = cfg.resolved()
     cfg.validate()
+    if cfg.block != "olmo":
+        raise OlmoError(
+            f"model.block={cfg.block}: HF export covers OlmoForCausalLM (block olmo) only"
+        )
     if cfg.layer_norm_eps != HF_LAYER_NORM_EPS:
         raise OlmoError(
             f"model.layer_norm_eps={cfg.layer_norm_eps}: HF OlmoForCausalLM fixes it at 1e-5; "

@@ -114,9 +114,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """x [batch, seq, d] → q, k, v as [batch, seq, 3, heads, head_dim]."""
+        b, t, _ = x.shape
+        return self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim)
+
     def forward(self, x: torch.Tensor, rope: RotaryEmbedding) -> torch.Tensor:
         b, t, d = x.shape
-        qkv = rope.rotate_qkv(self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim))
+        qkv = rope.rotate_qkv(self.project(x))
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
@@ -150,14 +155,17 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
+    block_cls: type[nn.Module] = Block
+    """Subclasses (olmo.model.olmo2) swap the block and the final norm."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
         self.embeddings = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
-        self.layers = nn.ModuleDict({str(i): Block(cfg) for i in range(cfg.n_layers)})
-        self.final_norm = LayerNorm(cfg.layer_norm_eps)
+        self.layers = nn.ModuleDict({str(i): self.block_cls(cfg) for i in range(cfg.n_layers)})
+        self.final_norm = self.make_norm(cfg)
         self.lm_head = (
             None if cfg.weight_tying else nn.Linear(cfg.d_model, cfg.padded_vocab_size, bias=False)
         )
@@ -190,6 +198,10 @@ class Transformer(nn.Module):
             return linear_cross_entropy(h, self.output_weight, labels, self.cfg.loss_chunk_tokens)
         return F.linear(h, self.output_weight)
 
+    @staticmethod
+    def make_norm(cfg: ModelConfig) -> nn.Module:
+        return LayerNorm(cfg.layer_norm_eps)
+
     @property
     def output_weight(self) -> torch.Tensor:
         """The head weight [padded_vocab, d_model]: the embedding when tied."""
@@ -218,8 +230,13 @@ def build_model(
     cfg: ModelConfig, device: str | torch.device = "cpu", seed: int | None = 0
 ) -> Transformer:
     """Build and initialise; on "meta" only the structure (call `to_empty` + `init_weights` later)."""
+    model_cls = Transformer
+    if cfg.block == "olmo2":
+        from olmo.model.olmo2 import Olmo2Transformer
+
+        model_cls = Olmo2Transformer
     with torch.device("meta"):
-        model = Transformer(cfg)
+        model = model_cls(cfg)
     if str(device) == "meta":
         return model
     model.to_empty(device=device)
