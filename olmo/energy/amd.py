@@ -49,7 +49,7 @@ class AmdSmiBackend(Backend):
         if any(p in product for p in _TWO_GCD_PRODUCTS) and len(handles) % 2 == 0:
             for pkg in range(len(handles) // 2):
                 self.handles.append(handles[2 * pkg])  # the even GCD carries the package's power
-                info = {"product": product, "gcds": [2 * pkg, 2 * pkg + 1]}
+                info = {"product": product, "gcds": [2 * pkg, 2 * pkg + 1], "units": 2}
                 self.devices.append(Device(f"gpu-pkg{pkg}", info))
         else:
             self.handles = handles

@@ -25,7 +25,8 @@ class Device:
     name: str
     """Label in energy.json, e.g. 'gpu0', 'package-0' (RAPL), 'gpu-pkg0' (MI250X: GCD 0+1)."""
     info: dict[str, Any] = field(default_factory=dict)
-    """Product name, which GCDs a package covers, etc."""
+    """Product name, which GCDs a package covers, etc.; 'units' = compute devices it counts as
+    in device-hours (default 1; an MI250X package 2, a DRAM zone 0)."""
 
 
 class Backend:

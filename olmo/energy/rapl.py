@@ -51,7 +51,8 @@ class RaplBackend(Backend):
                 raise BackendUnavailable(f"RAPL: cannot read {z / 'energy_uj'}: {e}") from e
             name = (z / "name").read_text().strip()
             self.files.append(z / "energy_uj")
-            self.devices.append(Device(f"{name}@{z.name}", {"zone": str(z)}))
+            units = 0 if name == "dram" else 1  # DRAM is not a device of its own for device-hours
+            self.devices.append(Device(f"{name}@{z.name}", {"zone": str(z), "units": units}))
             self.counters.append(Counter(scale_j=1e-6, wrap=wrap))
 
     def read(self) -> list[Reading]:

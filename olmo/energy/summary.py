@@ -13,7 +13,7 @@ J_PER_KWH = 3.6e6
 
 def _device_count(node: dict[str, Any]) -> int:
     """Devices a node's measurement covers (an MI250X package counts as its two GCDs)."""
-    return sum(len(d.get("gcds", [0])) for d in node.get("devices", {}).values())
+    return sum(d.get("units", 1) for d in (node.get("devices") or {}).values())
 
 
 def segment(entry: dict[str, Any]) -> dict[str, Any]:

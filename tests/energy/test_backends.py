@@ -57,6 +57,7 @@ def test_mi250x_power_is_attributed_per_package_from_the_even_gcd():
     b = AmdSmiBackend(api)
     assert [d.name for d in b.devices] == ["gpu-pkg0", "gpu-pkg1"]
     assert [d.info["gcds"] for d in b.devices] == [[0, 1], [2, 3]]
+    assert [d.info["units"] for d in b.devices] == [2, 2]  # device-hours count GCDs
     b.read()
     api.ticks[0] += 100_000
     api.ticks[2] += 200_000
@@ -88,6 +89,7 @@ def test_rapl_counts_packages_and_dram_only_and_handles_wrap(tmp_path):
     })  # fmt: skip
     b = RaplBackend(root)
     assert [d.name for d in b.devices] == ["package-0@intel-rapl:0", "dram@intel-rapl:0:1"]
+    assert [d.info["units"] for d in b.devices] == [1, 0]
     b.read()
     (root / "intel-rapl:0" / "energy_uj").write_text("4000\n")  # wrapped: +1000 +4000 µJ
     (root / "intel-rapl:0:1" / "energy_uj").write_text("2100\n")

@@ -22,7 +22,9 @@ def job(attempt: int, first: int, last: int, tokens: int, status: str, pue=1.2, 
 
 def test_segments_accumulate_across_restarts(tmp_path):
     gpus = {f"gpu{i}": {"energy_j": 1.0} for i in range(8)}
-    pkgs = {f"gpu-pkg{i}": {"energy_j": 1.0, "gcds": [2 * i, 2 * i + 1]} for i in range(4)}
+    pkgs = {
+        f"gpu-pkg{i}": {"energy_j": 1.0, "gcds": [2 * i, 2 * i + 1], "units": 2} for i in range(4)
+    }
     # attempt 1 was killed (rank 0's last write said running); attempt 2 completed
     store.write_job(tmp_path, 1, job(1, 1, 40, 40_000, "running"))
     store.write_node(tmp_path, 1, "a", node("a", 3.6e6, 3600, gpus))
