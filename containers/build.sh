@@ -119,6 +119,7 @@ make_context() {
 
 build_image() {
   image="${tag:-olmo-hpc:$vendor-${git_commit:0:12}}"
+  echo "build.sh: building $image from commit $git_commit on $base_ref" >&2
   run "$engine" build -f "$context/containers/Dockerfile.$vendor" -t "$image" \
     "${build_args[@]}" --build-arg "BASE_REF=$base_ref" --build-arg "GIT_COMMIT=$git_commit" \
     --build-arg "IMAGE_REF=${push_ref:-$image}" "${extra[@]}" "$context"

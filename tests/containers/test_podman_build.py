@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .common import CONTAINERS, ROOT, head_commit, sh, versions
+from .common import CONTAINERS, ROOT, sh, versions
 from .standin_base import build_rootfs, import_image
 
 pytestmark = [
@@ -52,14 +53,17 @@ def image(tmp_path_factory):
         # The stand-in carries this machine's torch, not the pinned one: say so explicitly.
         log = build("--build-arg", f"TORCH_VERSION={torch.__version__.split('+')[0]}")
         config = json.loads(sh("podman", "image", "inspect", TAG).stdout)[0]["Config"]
-        yield {"config": config, "log": log.stdout + log.stderr}
+        # The commit build.sh announced (HEAD may move while the build runs).
+        commit = re.search(r"from commit (\S+) on ", log.stderr).group(1)
+        yield {"config": config, "commit": commit}
     finally:
         subprocess.run(["podman", "rmi", "-f", TAG, BASE], capture_output=True)
 
 
-def expected_commit() -> str:
-    dirty = sh("git", "-C", ROOT, "status", "--porcelain").stdout.strip()
-    return head_commit() + ("-dirty" if dirty else "")
+def test_built_from_this_checkout(image):
+    commit = image["commit"].removesuffix("-dirty")
+    assert re.fullmatch(r"[0-9a-f]{40}", commit), image["commit"]
+    sh("git", "-C", ROOT, "merge-base", "--is-ancestor", commit, "HEAD")  # raises if not
 
 
 def test_labels_env_and_user(image):
@@ -67,9 +71,9 @@ def test_labels_env_and_user(image):
     assert cfg["User"] == "10001:10001"
     env = dict(e.split("=", 1) for e in cfg["Env"])
     assert env["OLMO_IMAGE"] == TAG
-    assert env["OLMO_GIT_COMMIT"] == expected_commit()
+    assert env["OLMO_GIT_COMMIT"] == image["commit"]
     labels = cfg["Labels"]
-    assert labels["org.opencontainers.image.revision"] == expected_commit()
+    assert labels["org.opencontainers.image.revision"] == image["commit"]
     assert labels["org.opencontainers.image.base.name"] == BASE
     assert labels["org.olmo-hpc.cuda"] == versions()["CUDA_VERSION"]
     assert cfg["Entrypoint"] == ["/usr/local/bin/olmo-entrypoint"]
@@ -106,4 +110,4 @@ def test_olmo_env_inside_the_image_as_its_user(image, rootfs):
     proc = sh("unshare", "--mount", "sh", "-c", script, "sh", rootfs, *inner)
     fp = json.loads(proc.stdout)
     assert fp["container"]["image"] == TAG
-    assert fp["git_commit"] == expected_commit()
+    assert fp["git_commit"] == image["commit"]
