@@ -50,7 +50,7 @@ class _PendingSave:
     future: Any
     tmp: Path
     step: int
-    trainer_state: dict[str, Any]
+    trainer_state: str
     blocking_s: float = 0.0
 
 
@@ -106,15 +106,17 @@ class Checkpointer:
         model_sd, optim_sd = get_state_dict(model, optim)
         state = {"model": model_sd, "optim": optim_sd}
         torch.save(_rng_state(), tmp / f"rng-rank{self.rank}.pt")
+        # serialized now: with async_save the trainer moves on before the commit writes it
+        state_json = json.dumps(trainer_state, indent=1, sort_keys=True)
         if self.cfg.async_save:
             # The stager copies the tensors before async_save returns; the writing is threaded.
             fut = dcp.async_save(
                 state, checkpoint_id=str(tmp), process_group=self._group, async_stager=self._stager
             )
-            self._pending = _PendingSave(fut, tmp, step, trainer_state)
+            self._pending = _PendingSave(fut, tmp, step, state_json)
         else:
             dcp.save(state, checkpoint_id=str(tmp))
-            self._commit_everywhere(tmp, step, trainer_state, time.perf_counter() - t0)
+            self._commit_everywhere(tmp, step, state_json, time.perf_counter() - t0)
         blocked = time.perf_counter() - t0
         if self._pending is not None:
             self._pending.blocking_s = blocked
@@ -146,7 +148,7 @@ class Checkpointer:
             log.info("checkpoint step %d: waited %.3f s for the async write", pending.step, waited)
 
     def _commit_everywhere(
-        self, tmp: Path, step: int, trainer_state: dict[str, Any], blocking_s: float, group=None
+        self, tmp: Path, step: int, trainer_state: str, blocking_s: float, group=None
     ) -> None:
         if self.on_written is not None:
             self.on_written(step)
@@ -155,10 +157,8 @@ class Checkpointer:
             self._commit(tmp, step, trainer_state, blocking_s)
         _barrier(group)
 
-    def _commit(
-        self, tmp: Path, step: int, trainer_state: dict[str, Any], blocking_s: float
-    ) -> None:
-        (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1, sort_keys=True))
+    def _commit(self, tmp: Path, step: int, trainer_state: str, blocking_s: float) -> None:
+        (tmp / TRAINER_STATE).write_text(trainer_state)
         save_yaml(self.config, tmp / CONFIG)
         names = sorted(p.name for p in tmp.iterdir() if p.is_file())
         info = {
