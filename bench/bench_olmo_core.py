@@ -1,0 +1,153 @@
+"""Training step: our OLMo 2 model vs OLMo-core's (`ai2-olmo-core`), same process, same batch.
+
+OLMo-core's `TransformerConfig.olmo2_*` model is built, its weights are copied into our
+`block: olmo2` model (q/k/v fused, SwiGLU [up; gate] fused) and both are checked to give the
+same loss before timing. A step is forward + loss + backward + clipping + AdamW step with the
+same optimizer on both sides (olmo.train.optim.build_optimizer, CPU default: foreach AdamW).
+Ours: `model(inputs, labels=targets)` (fused chunked head + CE); OLMo-core: its own
+`model(inputs, labels=targets, loss_reduction="sum")`. Interleaved windows after warm-up.
+
+    python bench/bench_olmo_core.py [--configs olmo2-30m] [--windows 7] [--threads 2]
+
+Results are appended to bench/results/olmo_core.jsonl. Needs `pip install ai2-olmo-core` with
+torch pinned (a constraints file with torch==2.13.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from bench_model_vs_hf import make_step
+from common import append_result, environment, interleaved_windows, median
+from olmo_core.nn.transformer import TransformerConfig
+
+from olmo.model import ModelConfig, build_model
+
+GOAL = 1.0
+VOCAB = 50304
+# name → (OLMo-core config factory, batch instances, instance length)
+CONFIGS = {
+    "olmo2-30m": (TransformerConfig.olmo2_30M, 16, 128),
+    "olmo2-190m": (TransformerConfig.olmo2_190M, 4, 256),
+}
+
+
+def _our_config(core) -> ModelConfig:
+    block = core.block
+    return ModelConfig(
+        d_model=core.d_model,
+        n_layers=core.n_layers,
+        n_heads=block.sequence_mixer.n_heads,
+        mlp_hidden_size=block.feed_forward.hidden_size,
+        vocab_size=core.vocab_size,
+        max_seq_len=512,
+        rope_theta=float(block.sequence_mixer.rope.theta),
+        weight_tying=False,
+        layer_norm_eps=block.layer_norm.eps,
+        block="olmo2",
+    )
+
+
+def _copy_weights(core_model, ours) -> None:
+    sd = core_model.state_dict()
+    out = {
+        "embeddings.weight": sd["embeddings.weight"],
+        "final_norm.weight": sd["lm_head.norm.weight"],
+        "lm_head.weight": sd["lm_head.w_out.weight"],
+    }
+    for i in range(ours.cfg.n_layers):
+        b, o = f"blocks.{i}.", f"layers.{i}."
+        qkv = [sd[b + f"attention.w_{x}.weight"] for x in "qkv"]
+        out[o + "attention.qkv.weight"] = torch.cat(qkv)
+        out[o + "attention.out.weight"] = sd[b + "attention.w_out.weight"]
+        for norm in ("q_norm", "k_norm"):
+            out[o + f"attention.{norm}.weight"] = sd[b + f"attention.{norm}.weight"]
+        out[o + "attention_norm.weight"] = sd[b + "attention_norm.weight"]
+        out[o + "ff_norm.weight"] = sd[b + "feed_forward_norm.weight"]
+        ff = b + "feed_forward."
+        out[o + "feed_forward.proj.weight"] = torch.cat(
+            (sd[ff + "w3.weight"], sd[ff + "w1.weight"])
+        )
+        out[o + "feed_forward.out.weight"] = sd[ff + "w2.weight"]
+    ours.load_state_dict(out, strict=True)
+
+
+def bench_config(name: str, windows: int, steps_per_window: int, warmup: int) -> dict:
+    factory, batch, length = CONFIGS[name]
+    core_cfg = factory(vocab_size=VOCAB)
+    core = core_cfg.build(init_device="cpu")
+    core.init_weights(device=torch.device("cpu"))
+    core.train()
+    cfg = _our_config(core_cfg)
+    ours = build_model(cfg, seed=0).train()
+    _copy_weights(core, ours)
+    gen = torch.Generator().manual_seed(0)
+    data = torch.randint(0, VOCAB, (batch, length), generator=gen)
+    inputs, targets = data[:, :-1].contiguous(), data[:, 1:].contiguous()
+    n = targets.numel()
+
+    def our_loss() -> torch.Tensor:
+        return ours(inputs, labels=targets) / n
+
+    def core_loss() -> torch.Tensor:
+        return core(inputs, labels=targets, loss_reduction="sum").loss / n
+
+    with torch.no_grad():
+        loss_diff = abs(our_loss().item() - core_loss().item())
+    if loss_diff > 1e-4:
+        raise SystemExit(f"{name}: losses differ by {loss_diff}; the models are not the same")
+    times = interleaved_windows(
+        {"ours": make_step(ours, our_loss), "olmo_core": make_step(core, core_loss)},
+        windows,
+        steps_per_window,
+        warmup,
+    )
+    ratios = [c / o for o, c in zip(times["ours"], times["olmo_core"], strict=True)]
+    return {
+        "bench": "olmo_core",
+        "config": name,
+        "model": {"d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads}
+        | {"mlp_hidden": cfg.hidden_size, "params": ours.num_params(), "vocab": VOCAB},
+        "batch": [batch, length - 1],
+        "tokens_per_step": n,
+        "ours_tokens_per_s": round(n / median(times["ours"]), 1),
+        "olmo_core_tokens_per_s": round(n / median(times["olmo_core"]), 1),
+        "ratio": round(median(ratios), 3),
+        "ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
+        "window_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
+        "windows": windows,
+        "steps_per_window": steps_per_window,
+        "initial_loss_diff": loss_diff,
+        "optimizer": "torch AdamW foreach (same for both), clip 1.0",
+        "goal_ratio": GOAL,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default="olmo2-30m", help="comma-separated: " + ",".join(CONFIGS))
+    ap.add_argument("--windows", type=int, default=7)
+    ap.add_argument("--steps-per-window", type=int, default=None, help="default: 30m 3, else 1")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-record", action="store_true", help="print only")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    for name in args.configs.split(","):
+        spw = args.steps_per_window or (3 if name == "olmo2-30m" else 1)
+        rec = bench_config(name, args.windows, spw, args.warmup) | environment()
+        import olmo_core.version
+
+        rec["olmo_core"] = olmo_core.version.VERSION
+        print(
+            f"{name}: ours {rec['ours_tokens_per_s']:.0f} tok/s, OLMo-core "
+            f"{rec['olmo_core_tokens_per_s']:.0f} tok/s, ratio {rec['ratio']} "
+            f"(windows {rec['ratio_min_max']}), load {rec['load_avg']}"
+        )
+        if not args.no_record:
+            append_result("olmo_core", rec)
+
+
+if __name__ == "__main__":
+    main()
