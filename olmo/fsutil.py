@@ -16,6 +16,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # durable before it becomes visible (markers commit checkpoints)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
