@@ -57,7 +57,7 @@ class TrainerConfig:
     eval_holdout_instances: int = 0
     """Hold out the last N instances of the data for evaluation (never trained on)."""
     eval_batches: int = 8
-    """Evaluation batches (of micro_batch_size per rank) per evaluation."""
+    """Held-out global batches (of global_batch_size instances) scored per evaluation."""
     max_nonfinite_steps: int = 5
     """Stop with an error after this many consecutive steps with a non-finite loss (each skipped)."""
     watchdog_timeout_s: float = 0.0

@@ -19,21 +19,28 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def heldout_loss(trainer: Trainer, data: InstanceRange, batches: int) -> float:
-    """Mean token loss over the first `batches` global micro-batches of the held-out data."""
+    """Mean token loss over the first `batches` global batches of the held-out data.
+
+    The instances scored do not depend on the world size (so 1 and N ranks report the same
+    number); every rank runs the same number of forwards (FSDP's forward is a collective), a
+    rank whose share ran out scoring a dummy chunk with weight 0.
+    """
     env, mbs = trainer.env, trainer.cfg.train.micro_batch_size
-    n = min(len(data), batches * mbs * env.world_size)
+    n = min(len(data), batches * trainer.cfg.train.global_batch_size)
     mine = np.arange(n)[env.rank :: env.world_size]
+    forwards = max(1, math.ceil(math.ceil(n / env.world_size) / mbs))
     total = torch.zeros(2, dtype=torch.float64)
     was_training = trainer.model.training
     trainer.model.eval()
-    for chunk in np.array_split(mine, max(1, math.ceil(len(mine) / mbs))):
-        if len(chunk) == 0:
-            continue
-        batch = torch.from_numpy(data.get_batch(chunk)).to(env.device)
+    for i in range(forwards):
+        chunk = mine[i * mbs : (i + 1) * mbs]
+        weight = 1.0 if len(chunk) else 0.0
+        batch = torch.from_numpy(data.get_batch(chunk if len(chunk) else np.arange(1)))
+        batch = batch.to(env.device)
         with trainer.parts.autocast():
             logits = trainer.model(batch[:, :-1])
         loss, count = cross_entropy_loss(logits, batch[:, 1:])
-        total += torch.tensor([loss.item(), count], dtype=torch.float64)
+        total += weight * torch.tensor([loss.item(), count], dtype=torch.float64)
     trainer.model.train(was_training)
     if env.world_size > 1:
         dist.all_reduce(total)
