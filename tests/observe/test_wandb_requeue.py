@@ -46,7 +46,7 @@ def test_steps_are_continuous_and_match_metrics(requeued_run):
     lost = set(range(s1 + 1, 11)) - set(killed)  # before the checkpoint: never re-logged
     assert steps[2] == list(range(11, 21))  # resumed from the step-10 checkpoint
     for attempt, rs in enumerate(rows, start=1):
-        assert {r["train/attempt"] for r in rs} == {attempt}
+        assert {r["train/attempt"] for r in rs} <= {attempt} and (rs or attempt == 2)
     # Later attempts supersede re-logged steps; the result is metrics.jsonl, step for step.
     final: dict[int, dict] = {}
     for rs in rows:
