@@ -9,7 +9,7 @@ from pathlib import Path
 
 # Overrides that shrink configs/tiny.yaml to a model that trains a step in ~0.1 s on 2 CPU cores
 # (the real tokenizer's 50k vocabulary stays, so the head still dominates).
-SMALL = [
+SMALL_MODEL = [
     "--model.d_model=64",
     "--model.n_layers=2",
     "--model.n_heads=4",
@@ -18,6 +18,10 @@ SMALL = [
     "--train.micro_batch_size=4",
     "--optim.lr=1e-2",
     "--scheduler.warmup_steps=5",
+]
+# ... with logging every 5 steps, a checkpoint and a held-out eval every 10.
+SMALL = [
+    *SMALL_MODEL,
     "--train.log_interval=5",
     "--checkpoint.interval=10",
     "--train.eval_holdout_instances=32",

@@ -17,18 +17,12 @@ import time
 from pathlib import Path
 
 from olmo.checkpoint.io import load_model, parameter_digest
+from tests.helpers import SMALL_MODEL
 
 # A model that trains a step in ~0.1 s; every step logged (so superseded records are exercised),
 # a checkpoint every 5 steps, the last 3 kept, no evaluation.
 FT = [
-    "--model.d_model=64",
-    "--model.n_layers=2",
-    "--model.n_heads=4",
-    "--data.seq_len=32",
-    "--train.global_batch_size=8",
-    "--train.micro_batch_size=4",
-    "--optim.lr=1e-2",
-    "--scheduler.warmup_steps=5",
+    *SMALL_MODEL,
     "--train.log_interval=1",
     "--checkpoint.interval=5",
     "--checkpoint.keep_last=3",
