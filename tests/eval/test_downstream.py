@@ -70,8 +70,14 @@ def _ranks_worker(rank: int, world: int, init: str, reqs, out: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     model = build_model(ModelConfig(d_model=32, n_layers=1, n_heads=2, vocab_size=V), seed=0)
     s = score_requests(
-        model, reqs, batch_size=2, max_len=16, pad_id=0, device=torch.device("cpu"),
-        rank=rank, world_size=world,
+        model,
+        reqs,
+        batch_size=2,
+        max_len=16,
+        pad_id=0,
+        device=torch.device("cpu"),
+        rank=rank,
+        world_size=world,
     )
     if rank == 0:
         torch.save(s, out)
@@ -111,8 +117,18 @@ def test_bad_task_data_is_named(tmp_path: Path):
     with pytest.raises(OlmoError, match="copa.jsonl.gz: unreadable"):
         load_task("copa", data_dir=tmp_path)
     with gzip.open(tmp_path / "piqa.jsonl.gz", "wt") as f:
-        f.write(json.dumps({"id": 0, "gold": 3, "choices": [
-            {"context": "a", "continuation": " b"}, {"context": "a", "continuation": " c"}]}))
+        f.write(
+            json.dumps(
+                {
+                    "id": 0,
+                    "gold": 3,
+                    "choices": [
+                        {"context": "a", "continuation": " b"},
+                        {"context": "a", "continuation": " c"},
+                    ],
+                }
+            )
+        )
     with pytest.raises(OlmoError, match=r"piqa.jsonl.gz:1: needs ≥2 choices and a gold"):
         load_task("piqa", data_dir=tmp_path)
 
@@ -121,16 +137,24 @@ def test_bad_task_data_is_named(tmp_path: Path):
 def test_in_loop_eval_and_olmo_eval_cli(tmp_path: Path):
     run = tmp_path / "run"
     olmo(
-        "train", "configs/tiny.yaml", "--run-dir", str(run), "--train.max_steps=10", *SMALL,
-        "--eval.interval=5", "--eval.tasks=[copa,piqa]", "--eval.limit=8",
+        "train",
+        "configs/tiny.yaml",
+        "--run-dir",
+        str(run),
+        "--train.max_steps=10",
+        *SMALL,
+        "--eval.interval=5",
+        "--eval.tasks=[copa,piqa]",
+        "--eval.limit=8",
     )
     recs = {r["step"]: r for r in read_metrics(run)}
     for step in (5, 10):
         assert 0.0 <= recs[step]["downstream/copa"] <= 1.0
         assert "downstream/piqa" in recs[step]
     assert "downstream/copa" not in recs[4]
-    out = olmo("eval", str(run), "--tasks", "copa,piqa", "--limit", "8", "--max-len", "32",
-               "--json")
+    out = olmo(
+        "eval", str(run), "--tasks", "copa,piqa", "--limit", "8", "--max-len", "32", "--json"
+    )
     acc = json.loads(out.stdout)["accuracy"]
     # the final checkpoint is the model the in-loop eval saw at step 10 (same windows: seq_len 32)
     assert acc == pytest.approx({k: recs[10][f"downstream/{k}"] for k in ("copa", "piqa")})
