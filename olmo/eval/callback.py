@@ -33,9 +33,16 @@ class DownstreamEval(Callback):
                 return model(ids)
 
         acc = evaluate_tasks(
-            forward, self.tokenizer, self.cfg.tasks, limit=self.cfg.limit,
-            batch_size=self.cfg.batch_size, max_len=trainer.cfg.data.seq_len, device=env.device,
-            rank=env.rank, world_size=env.world_size, data_dir=self.cfg.data_dir,
+            forward,
+            self.tokenizer,
+            self.cfg.tasks,
+            limit=self.cfg.limit,
+            batch_size=self.cfg.batch_size,
+            max_len=trainer.cfg.data.seq_len,
+            device=env.device,
+            rank=env.rank,
+            world_size=env.world_size,
+            data_dir=self.cfg.data_dir,
         )
         model.train(was_training)
         self.results[step] = acc

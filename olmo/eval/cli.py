@@ -39,8 +39,14 @@ def _run(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(tok_name)
     max_len = args.max_len or model.cfg.max_seq_len
     acc = evaluate_tasks(
-        model, tokenizer, tasks, limit=args.limit, batch_size=args.batch_size,
-        max_len=max_len, device=device, data_dir=args.data_dir,
+        model,
+        tokenizer,
+        tasks,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        max_len=max_len,
+        device=device,
+        data_dir=args.data_dir,
     )
     if args.json:
         print(json.dumps({"checkpoint": str(ckpt), "limit": args.limit, "accuracy": acc}))

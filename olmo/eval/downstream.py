@@ -26,9 +26,7 @@ class Request:
 
 
 def tokenize(docs: Sequence[Doc], encode: Callable[[str], list[int]]) -> list[Request]:
-    return [
-        Request(encode(c.context), encode(c.continuation)) for d in docs for c in d.choices
-    ]
+    return [Request(encode(c.context), encode(c.continuation)) for d in docs for c in d.choices]
 
 
 def _pack(reqs: Sequence[Request], max_len: int, pad_id: int) -> tuple[torch.Tensor, list[int]]:
@@ -89,7 +87,9 @@ def score_requests(
     return scores
 
 
-def accuracy(docs: Sequence[Doc], reqs: Sequence[Request], scores: torch.Tensor, norm: str) -> float:
+def accuracy(
+    docs: Sequence[Doc], reqs: Sequence[Request], scores: torch.Tensor, norm: str
+) -> float:
     """Fraction of docs whose gold choice has the best (normalized) score."""
     correct, i = 0, 0
     for d in docs:
@@ -120,8 +120,14 @@ def evaluate_tasks(
         docs = load_task(task, data_dir, limit)
         reqs = tokenize(docs, tokenizer.encode)
         scores = score_requests(
-            forward, reqs, batch_size=batch_size, max_len=max_len, pad_id=tokenizer.pad_id,
-            device=device, rank=rank, world_size=world_size,
+            forward,
+            reqs,
+            batch_size=batch_size,
+            max_len=max_len,
+            pad_id=tokenizer.pad_id,
+            device=device,
+            rank=rank,
+            world_size=world_size,
         )
         results[task] = accuracy(docs, reqs, scores, TASKS[task])
     return results
