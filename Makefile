@@ -22,6 +22,7 @@ demo: setup
 
 test: setup lint-containers
 	$(BIN)/ruff check olmo tests bench
+	$(BIN)/ruff format --check olmo tests bench
 	$(BIN)/pytest -q tests
 
 # hadolint on every Dockerfile, shellcheck on every *.sh, versions only in containers/versions.env.
