@@ -16,17 +16,16 @@ Results are printed and appended as JSON lines to bench/results/checkpoint.jsonl
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from common import environment
 
 from olmo.checkpoint.checkpointer import Checkpointer
 from olmo.checkpoint.config import CheckpointConfig
@@ -99,26 +98,6 @@ def bench_size(size: str, repeats: int, workdir: Path) -> dict:
     }
 
 
-def _context() -> dict:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {
-        "device": f"cpu ({os.cpu_count()} cores)",
-        "torch": torch.__version__,
-        "git_commit": commit,
-        "load_avg": [round(x, 2) for x in os.getloadavg()],
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 def _init_group() -> None:
     if not dist.is_initialized():
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -138,7 +117,11 @@ def main() -> None:
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="bench-ckpt-"))
     try:
         for size in args.sizes.split(","):
-            rec = {"bench": "checkpoint", **bench_size(size, args.repeats, workdir), **_context()}
+            rec = {
+                "bench": "checkpoint",
+                **bench_size(size, args.repeats, workdir),
+                **environment(),
+            }
             print(json.dumps(rec))
             if not args.no_record:
                 RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -13,18 +13,14 @@ Results are printed and appended as JSON lines to bench/results/data_loader.json
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from common import environment
 
 from olmo.data.corpus import bundled_corpus_path
 from olmo.data.dataset import TokenDataset
@@ -95,27 +91,6 @@ def bench_prepare(workdir: Path, workers: int) -> dict:
     }
 
 
-def _context() -> dict:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {
-        "device": f"cpu ({os.cpu_count()} cores)",
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "git_commit": commit,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -134,7 +109,7 @@ def main() -> None:
     finally:
         if args.dir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    ctx = _context()
+    ctx = environment() | {"numpy": np.__version__}
     rows = [
         {"bench": "data_loader", **loader, "goal_tokens_per_s": 50_000_000, **ctx},
         {
