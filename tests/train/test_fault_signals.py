@@ -59,7 +59,7 @@ def test_watchdog_dumps_every_rank_and_exits_86(tmp_path: Path):
     dumps = {r: (run / "stacks" / f"rank{r}.txt").read_text() for r in (0, 1)}
     for text in dumps.values():
         idle = float(re.match(r"watchdog: no step completed in ([\d.]+)s", text).group(1))
-        assert timeout < idle < timeout + 3
+        assert timeout <= idle < timeout + 3  # logged with one decimal: 4.02 s reads "4.0"
         assert "Thread" in text and "olmo/train/trainer.py" in text
     assert "in _act" in dumps[1]  # the injected hang, seen from inside
     assert "in train_step" in dumps[0]  # waiting for rank 1 in the next step's collectives
