@@ -15,10 +15,8 @@ Results are appended to bench/results/model_vs_hf.jsonl (device, torch, commit, 
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from common import append_result, environment, interleaved_windows, median
+from common import comparison_main, interleaved_windows, median
 from transformers import OlmoForCausalLM
 
 from olmo.model import ModelConfig, build_model
@@ -103,24 +101,9 @@ def bench_config(name: str, windows: int, steps_per_window: int, warmup: int) ->
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default="tiny,100m", help="comma-separated: " + ",".join(CONFIGS))
-    ap.add_argument("--windows", type=int, default=7)
-    ap.add_argument("--steps-per-window", type=int, default=None, help="default: tiny 3, else 1")
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-record", action="store_true", help="print only")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    for name in args.configs.split(","):
-        spw = args.steps_per_window or (3 if name == "tiny" else 1)
-        rec = bench_config(name, args.windows, spw, args.warmup) | environment()
-        print(
-            f"{name}: ours {rec['ours_tokens_per_s']:.0f} tok/s, HF {rec['hf_tokens_per_s']:.0f} "
-            f"tok/s, ratio {rec['ratio']} (windows {rec['ratio_min_max']}), load {rec['load_avg']}"
-        )
-        if not args.no_record:
-            append_result("model_vs_hf", rec)
+    comparison_main(
+        __doc__.splitlines()[0], CONFIGS, "tiny,100m", bench_config, "HF", "model_vs_hf", "tiny"
+    )
 
 
 if __name__ == "__main__":

@@ -15,11 +15,9 @@ torch pinned (a constraints file with torch==2.13.0).
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from bench_model_vs_hf import make_step
-from common import append_result, environment, interleaved_windows, median
+from common import comparison_main, interleaved_windows, median
 from olmo_core.nn.transformer import TransformerConfig
 
 from olmo.model import ModelConfig, build_model
@@ -124,29 +122,23 @@ def bench_config(name: str, windows: int, steps_per_window: int, warmup: int) ->
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default="olmo2-30m", help="comma-separated: " + ",".join(CONFIGS))
-    ap.add_argument("--windows", type=int, default=7)
-    ap.add_argument("--steps-per-window", type=int, default=None, help="default: 30m 3, else 1")
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-record", action="store_true", help="print only")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    for name in args.configs.split(","):
-        spw = args.steps_per_window or (3 if name == "olmo2-30m" else 1)
-        rec = bench_config(name, args.windows, spw, args.warmup) | environment()
-        import olmo_core.version
+def _olmo_core_version() -> dict:
+    import olmo_core.version
 
-        rec["olmo_core"] = olmo_core.version.VERSION
-        print(
-            f"{name}: ours {rec['ours_tokens_per_s']:.0f} tok/s, OLMo-core "
-            f"{rec['olmo_core_tokens_per_s']:.0f} tok/s, ratio {rec['ratio']} "
-            f"(windows {rec['ratio_min_max']}), load {rec['load_avg']}"
-        )
-        if not args.no_record:
-            append_result("olmo_core", rec)
+    return {"olmo_core": olmo_core.version.VERSION}
+
+
+def main() -> None:
+    comparison_main(
+        __doc__.splitlines()[0],
+        CONFIGS,
+        "olmo2-30m",
+        bench_config,
+        "OLMo-core",
+        "olmo_core",
+        "olmo2-30m",
+        _olmo_core_version,
+    )
 
 
 if __name__ == "__main__":

@@ -86,3 +86,40 @@ def interleaved_windows(
 
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
+
+
+def comparison_main(
+    description: str,
+    configs: dict[str, Any],
+    default: str,
+    bench_config: Callable[[str, int, int, int], dict[str, Any]],
+    other: str,
+    result_name: str,
+    small: str,
+    extra: Callable[[], dict[str, Any]] = dict,
+) -> None:
+    """CLI of an ours-vs-`other` step benchmark: one record per config, printed and appended."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--configs", default=default, help="comma-separated: " + ",".join(configs))
+    ap.add_argument("--windows", type=int, default=7)
+    ap.add_argument(
+        "--steps-per-window", type=int, default=None, help=f"default: {small} 3, else 1"
+    )
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-record", action="store_true", help="print only")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    key = other.lower().replace("-", "_")
+    for name in args.configs.split(","):
+        spw = args.steps_per_window or (3 if name == small else 1)
+        rec = bench_config(name, args.windows, spw, args.warmup) | environment() | extra()
+        print(
+            f"{name}: ours {rec['ours_tokens_per_s']:.0f} tok/s, {other} "
+            f"{rec[f'{key}_tokens_per_s']:.0f} tok/s, ratio {rec['ratio']} "
+            f"(windows {rec['ratio_min_max']}), load {rec['load_avg']}"
+        )
+        if not args.no_record:
+            append_result(result_name, rec)
