@@ -44,6 +44,22 @@ def _transformers():
     return transformers
 
 
+def hf_shape_kwargs(cfg: ModelConfig) -> dict:
+    """The config fields every transformers OLMo family (Olmo, Olmo2) spells the same way."""
+    return dict(
+        vocab_size=cfg.padded_vocab_size,
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.hidden_size,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_heads,
+        max_position_embeddings=cfg.max_seq_len,
+        rope_theta=cfg.rope_theta,  # transformers 5 folds it into rope_parameters
+        tie_word_embeddings=cfg.weight_tying,
+        attention_bias=False,
+    )
+
+
 def to_hf_config(cfg: ModelConfig):
     """The `OlmoConfig` of the same architecture (vocab_size = our padded embedding rows)."""
     transformers = _transformers()
@@ -59,18 +75,9 @@ def to_hf_config(cfg: ModelConfig):
             "such a model cannot be exported"
         )
     return transformers.OlmoConfig(
-        vocab_size=cfg.padded_vocab_size,
-        hidden_size=cfg.d_model,
-        intermediate_size=cfg.hidden_size,
-        num_hidden_layers=cfg.n_layers,
-        num_attention_heads=cfg.n_heads,
-        num_key_value_heads=cfg.n_heads,
+        **hf_shape_kwargs(cfg),
         hidden_act="silu",
-        max_position_embeddings=cfg.max_seq_len,
         initializer_range=cfg.init_std,
-        rope_theta=cfg.rope_theta,  # transformers 5 folds it into rope_parameters
-        tie_word_embeddings=cfg.weight_tying,
-        attention_bias=False,
         attention_dropout=0.0,
         clip_qkv=None,
         eos_token_id=EOS_TOKEN_ID,

@@ -95,16 +95,6 @@ def to_hf_olmo2_config(cfg: ModelConfig):
     """The transformers `Olmo2Config` of the same architecture."""
     import transformers
 
-    return transformers.Olmo2Config(
-        vocab_size=cfg.padded_vocab_size,
-        hidden_size=cfg.d_model,
-        intermediate_size=cfg.hidden_size,
-        num_hidden_layers=cfg.n_layers,
-        num_attention_heads=cfg.n_heads,
-        num_key_value_heads=cfg.n_heads,
-        max_position_embeddings=cfg.max_seq_len,
-        rope_theta=cfg.rope_theta,
-        rms_norm_eps=cfg.layer_norm_eps,
-        tie_word_embeddings=cfg.weight_tying,
-        attention_bias=False,
-    )
+    from olmo.model.hf import hf_shape_kwargs
+
+    return transformers.Olmo2Config(**hf_shape_kwargs(cfg), rms_norm_eps=cfg.layer_norm_eps)
