@@ -81,6 +81,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def group_backend(backend: str) -> str:
+    """The backend string handed to init_process_group.
+
+    NCCL/RCCL groups cannot reduce CPU tensors, yet the loop's control flags (stop/checkpoint
+    agreement), eval sums, energy totals and DCP's object collectives are CPU tensors: give
+    the default group a gloo side for CPU and keep NCCL for CUDA tensors.
+    """
+    return "cpu:gloo,cuda:nccl" if backend == "nccl" else backend
+
+
 def init_distributed(backend: str = "auto", timeout_s: float = 600.0) -> DistEnv:
     """Initialise the default process group (a 1-rank group when launched without torchrun/srun)."""
     fill_env_from_slurm()
@@ -101,14 +111,16 @@ def init_distributed(backend: str = "auto", timeout_s: float = 600.0) -> DistEnv
                 )
             init = f"tcp://127.0.0.1:{_free_port()}"
             dist.init_process_group(
-                backend, init_method=init, rank=0, world_size=1, timeout=timeout
+                group_backend(backend), init_method=init, rank=0, world_size=1, timeout=timeout
             )
         else:
             kwargs: dict = {"device_id": device} if device.type == "cuda" else {}
             store = elastic_store(rank, world, timeout)
             if store is not None:
                 kwargs["store"] = store
-            dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout, **kwargs)
+            dist.init_process_group(
+                group_backend(backend), rank=rank, world_size=world, timeout=timeout, **kwargs
+            )
     return DistEnv(rank, local_rank, world, local_world, device, backend)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from olmo.distributed.env import fill_env_from_slurm, first_host, slurm_port
+from olmo.distributed.env import fill_env_from_slurm, first_host, group_backend, slurm_port
 
 
 @pytest.mark.parametrize(
@@ -36,3 +36,9 @@ def test_torchrun_environment_wins_and_single_task_is_untouched():
     assert fill_env_from_slurm(dict(torchrun)) == torchrun
     single = {"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}
     assert fill_env_from_slurm(dict(single)) == single
+
+
+def test_nccl_group_keeps_a_gloo_side_for_cpu_tensors():
+    # The loop's stop flags, eval sums and energy totals are CPU tensors; NCCL alone can't reduce them.
+    assert group_backend("nccl") == "cpu:gloo,cuda:nccl"
+    assert group_backend("gloo") == "gloo"
