@@ -38,7 +38,7 @@ CONFIGS: dict[str, tuple[ModelConfig, int, int]] = {
 
 
 def make_step(model: torch.nn.Module, loss_fn, max_norm: float = 1.0):
-    optim = build_optimizer(model, OptimConfig(), torch.device("cpu"))
+    optim = build_optimizer(model, OptimConfig())
     params = list(model.parameters())
 
     def step() -> None:

@@ -27,6 +27,7 @@ from olmo.errors import OlmoError
 from olmo.model import Transformer, build_model
 from olmo.parity.stats import Quantity, bit_hash, norm_quantity, sum_quantity, tensor_stats
 from olmo.train.optim import build_optimizer, lr_factor, set_lr
+from olmo.train.step import clip_gradients, optimizer_step
 
 FORMAT = "olmo-parity-fingerprint/1"
 # Config sections that decide the numbers (data paths may differ between clusters: the golden
@@ -67,7 +68,7 @@ def fingerprint(cfg: Config, opts: FingerprintOptions) -> dict[str, Any]:
         q: dict[str, Quantity] = {}
         _forward_backward(model, batches, opts.dtype, device, q)
         q.update(_grad_quantities(model))
-        _optimizer_step(model, cfg, device)
+        _optimizer_step(model, cfg)
         q.update(_weight_quantities(model, init))
         updated_sha = bit_hash([(n, p) for n, p in model.named_parameters()])
     return {
@@ -213,14 +214,11 @@ def _grad_quantities(model: torch.nn.Module) -> dict[str, Quantity]:
     return q
 
 
-def _optimizer_step(model: torch.nn.Module, cfg: Config, device: torch.device) -> None:
+def _optimizer_step(model: torch.nn.Module, cfg: Config) -> None:
     """Step 1 of training: clip as the trainer does, AdamW at the step-1 learning rate."""
-    optim = build_optimizer(model, cfg.optim, device)
+    optim = build_optimizer(model, cfg.optim)
     set_lr(optim, cfg.optim.lr * lr_factor(1, cfg.scheduler, cfg.train.max_steps))
-    if cfg.optim.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip, foreach=True)
-    optim.step()
-    optim.zero_grad(set_to_none=True)
+    optimizer_step(optim, clip_gradients(model, cfg.optim.grad_clip), cfg.optim.fused)
 
 
 def _weight_quantities(

@@ -9,18 +9,15 @@ import torch
 from olmo.train.config import OptimConfig, SchedulerConfig
 
 
-def build_optimizer(
-    model: torch.nn.Module, cfg: OptimConfig, device: torch.device
-) -> torch.optim.AdamW:
-    fused = cfg.fused if cfg.fused is not None else device.type == "cuda"
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(
         model.parameters(),
         lr=cfg.lr,
         betas=(cfg.betas[0], cfg.betas[1]),
         eps=cfg.eps,
         weight_decay=cfg.weight_decay,
-        fused=fused,
-        foreach=None if fused else True,
+        fused=cfg.fused,
+        foreach=None if cfg.fused else True,
     )
 
 

@@ -8,6 +8,7 @@ with the weights before step s's update.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ from olmo.train.fault import (
 )
 from olmo.train.optim import lr_factor, set_lr
 from olmo.train.setup import Components
+from olmo.train.step import clip_gradients, forward_backward, optimizer_step
 
 log = logging.getLogger("olmo.train")
 
@@ -158,52 +160,19 @@ class Trainer:
             raise RuntimeError(f"data loader out of sync: batch {index} for step {step}")
         batch_hash = batch_hash_of(self.loader.global_indices(index))
         batch = batch.to(self.env.device, non_blocking=True)
-        loss_sum = self.forward_backward(batch)
+        scale = self.env.world_size / self.tokens_per_step  # FSDP averages over ranks
+        micro = self.cfg.train.micro_batch_size
+        loss_sum = forward_backward(self.model, batch, micro, scale, self.parts.autocast)
         if self.faults is not None and self.faults.nan_at(step):
             loss_sum = self._poison_gradients(loss_sum)
-        grad_norm = self.clip_gradients()
-        if torch.isfinite(grad_norm):
-            self.optim.step()
-            self.state.nonfinite_in_a_row = 0
-        else:
-            self._nonfinite(step)
-        self.optim.zero_grad(set_to_none=True)
+        grad_norm = clip_gradients(self.model, self.cfg.optim.grad_clip)
+        optimizer_step(self.optim, grad_norm, self.cfg.optim.fused)
         self.state.step = step
         self.state.tokens_seen += self.gbs * self.seq_len
         self._pending.append(
             _Pending(step, loss_sum, grad_norm, lr, batch_hash, self.tokens_per_step)
         )
-        if self.state.nonfinite_in_a_row >= self.cfg.train.max_nonfinite_steps:
-            self._flush()  # every rank is here at the same step: the norm is global
-            raise NonFiniteLossError(
-                f"stopping at step {step}: {self.state.nonfinite_in_a_row} consecutive steps with "
-                "non-finite loss (train.max_nonfinite_steps), each skipped; lower optim.lr or "
-                "resume from an earlier checkpoint"
-            )
         self._emit("post_step", step)
-
-    def forward_backward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Accumulate gradients over micro-batches; returns this rank's summed token loss."""
-        micro = batch.split(self.cfg.train.micro_batch_size)
-        # FSDP averages gradients over ranks; scale so the result is the global-batch mean.
-        scale = self.env.world_size / self.tokens_per_step
-        total = torch.zeros((), device=self.env.device)
-        fsdp = hasattr(self.model, "set_requires_gradient_sync")
-        for i, mb in enumerate(micro):
-            if fsdp:
-                self.model.set_requires_gradient_sync(i == len(micro) - 1)
-            with self.parts.autocast():
-                # Summed token loss through the fused chunked head: no full logits tensor.
-                loss = self.model(mb[:, :-1], labels=mb[:, 1:])
-            (loss * scale).backward()
-            total += loss.detach()
-        return total
-
-    def clip_gradients(self) -> torch.Tensor:
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        max_norm = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
-        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
     def _poison_gradients(self, loss_sum: torch.Tensor) -> torch.Tensor:
         """Injected fault: what a numerical blow-up looks like to the loop."""
@@ -212,14 +181,32 @@ class Trainer:
                 p.grad.fill_(float("nan"))
         return loss_sum * float("nan")
 
-    def _nonfinite(self, step: int) -> None:
-        self.state.nonfinite_in_a_row += 1
-        self.state.skipped_steps.append(step)
-        log.warning(
-            "step %d: non-finite loss/gradients, update skipped (%d in a row)",
-            step,
-            self.state.nonfinite_in_a_row,
-        )
+    def _count_nonfinite(self, steps: list[int], norms: list[float]) -> None:
+        """Book the steps whose update was skipped; stop after max_nonfinite_steps in a row.
+
+        Runs at flush time (the norms are on the host then): every rank sees the same global
+        norms, so all ranks stop at the same step.
+        """
+        limit, streak_end = self.cfg.train.max_nonfinite_steps, None
+        for step, norm in zip(steps, norms, strict=True):
+            if math.isfinite(norm):
+                self.state.nonfinite_in_a_row = 0
+                continue
+            self.state.nonfinite_in_a_row += 1
+            self.state.skipped_steps.append(step)
+            log.warning(
+                "step %d: non-finite loss/gradients, update skipped (%d in a row)",
+                step,
+                self.state.nonfinite_in_a_row,
+            )
+            if self.state.nonfinite_in_a_row >= limit and streak_end is None:
+                streak_end = step
+        if streak_end is not None:
+            raise NonFiniteLossError(
+                f"stopping at step {self.state.step}: {limit} consecutive steps with non-finite "
+                f"loss up to step {streak_end} (train.max_nonfinite_steps), each skipped; lower "
+                "optim.lr or resume from an earlier checkpoint"
+            )
 
     # ---- step boundary ------------------------------------------------------------------
     def _at_boundary(self) -> str:
@@ -281,8 +268,10 @@ class Trainer:
             }
             for p, loss, gn in zip(self._pending, losses, norms, strict=True)
         ]
+        steps = [p.step for p in self._pending]
         self._pending.clear()
         self._emit("on_metrics", records)
+        self._count_nonfinite(steps, norms)
 
     def _emit(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:

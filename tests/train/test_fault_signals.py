@@ -110,3 +110,21 @@ def test_nonfinite_steps_are_skipped_then_stop_with_exit_3(tmp_path: Path):
     assert digest(ck / "step7") == digest(ck / "step9")
     state = json.loads((ck / "step9" / "trainer_state.json").read_text())["train_state"]
     assert state["skipped_steps"] == [4, 5, 8, 9] and state["nonfinite_in_a_row"] == 2
+
+
+def test_nonfinite_streak_between_log_flushes_stops_at_the_flush(tmp_path: Path):
+    """The skip happens on the device (fused AdamW found_inf), the count at the log flush: a
+    streak inside a log interval is booked in order and stops the run at that flush."""
+    run = tmp_path / "r"
+    args = train_args(
+        run, "--train.max_steps=20", "--train.max_nonfinite_steps=3", "--train.log_interval=4"
+    )
+    faults = {"OLMO_FAULT_INJECT": "nan@step=5-7"}  # a checkpoint (a flush) at step 5
+    procs = spawn_ranks(1, args, tmp_path / "logs", faults)
+    assert wait_all(procs, 120) == [3]
+    err = (tmp_path / "logs" / "rank0.log").read_text().strip().splitlines()[-1]
+    assert err.startswith("error: stopping at step 8: 3 consecutive steps with non-finite loss")
+    assert "up to step 7" in err
+    recs = read_records(run)
+    assert [r["step"] for r in recs] == list(range(1, 9))
+    assert [r["step"] for r in recs if not math.isfinite(r["grad_norm"])] == [5, 6, 7]
