@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = [
     "olmo.parity.cli",
     "olmo.energy.cli",
     "olmo.observe.report",
+    "olmo.observe.throughput",
 ]
 
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if args.command != "train":
+        if args.command not in ("train", "bench"):  # the commands that take config overrides
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = extra
     try:

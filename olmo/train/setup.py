@@ -46,10 +46,7 @@ class Components:
     attempt: int
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        # FSDP's MixedPrecisionPolicy already computes in bf16; autocast covers the non-FSDP path.
-        if self.bf16 and not self.cfg.distributed.fsdp:
-            return torch.autocast(self.env.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_context(self.bf16, self.cfg.distributed.fsdp, self.env.device)
 
     def after_first_step(self) -> None:
         set_collective_timeout(self.cfg.distributed.collective_timeout_s)
@@ -66,6 +63,13 @@ class Components:
 
     def close(self) -> None:
         destroy()
+
+
+def autocast_context(bf16: bool, fsdp: bool, device: torch.device):
+    """bf16 autocast for the non-FSDP path (FSDP's MixedPrecisionPolicy already casts)."""
+    if bf16 and not fsdp:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def setup_logging(rank: int) -> None:
@@ -161,7 +165,7 @@ def build_components(cfg: Config, run_dir: Path) -> Components:
     )
     bf16 = use_bf16(cfg, env.device)
     model = build_model_for(cfg, env, bf16)
-    optim = build_optimizer(model, cfg.optim, env.device)
+    optim = build_optimizer(model, cfg.optim)
     ckpt = Checkpointer(
         run_dir / "checkpoints", cfg.checkpoint, env.rank, env.world_size, config_to_dict(cfg)
     )
