@@ -84,6 +84,30 @@ def interleaved_windows(
     return out
 
 
+GEMM_OPS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm"}
+
+
+def gemm_seconds(step: Callable[[], None]) -> dict[str, float]:
+    """One profiled step: its seconds, and the seconds spent in GEMMs and in attention kernels.
+
+    GEMM time is the floor of any implementation doing the same matmuls on this device:
+    step_other / (gemm + attention of ours) bounds the ratio we could ever reach.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        step()
+        total = time.perf_counter() - t0
+    gemm = attention = 0.0
+    for ev in prof.key_averages():
+        if ev.key in GEMM_OPS:
+            gemm += ev.self_cpu_time_total / 1e6
+        elif "scaled_dot_product" in ev.key:
+            attention += ev.self_cpu_time_total / 1e6
+    return {"step": total, "gemm": gemm, "attention": attention}
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
