@@ -87,17 +87,18 @@ def interleaved_windows(
 GEMM_OPS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm"}
 
 
-def gemm_seconds(step: Callable[[], None]) -> dict[str, float]:
-    """One profiled step: its seconds, and the seconds spent in GEMMs and in attention kernels.
+def gemm_seconds(step: Callable[[], None], steps: int = 2) -> dict[str, float]:
+    """Profiled steps: seconds per step, and of those the seconds in GEMMs and in attention.
 
-    GEMM time is the floor of any implementation doing the same matmuls on this device:
-    step_other / (gemm + attention of ours) bounds the ratio we could ever reach.
+    The GEMM + attention time is the floor of any implementation running the same kernels;
+    both shares come from the same steps, so their quotient is stable on a noisy machine.
     """
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()
-        step()
+        for _ in range(steps):
+            step()
         total = time.perf_counter() - t0
     gemm = attention = 0.0
     for ev in prof.key_averages():
@@ -105,7 +106,7 @@ def gemm_seconds(step: Callable[[], None]) -> dict[str, float]:
             gemm += ev.self_cpu_time_total / 1e6
         elif "scaled_dot_product" in ev.key:
             attention += ev.self_cpu_time_total / 1e6
-    return {"step": total, "gemm": gemm, "attention": attention}
+    return {"step": total / steps, "gemm": gemm / steps, "attention": attention / steps}
 
 
 def median(xs: list[float]) -> float:
