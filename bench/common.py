@@ -34,7 +34,7 @@ def git_commit() -> str:
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "diff", "--quiet", "HEAD", "--", "olmo", "bench"], cwd=REPO
+            ["git", "diff", "--quiet", "HEAD", "--", "olmo", "bench", ":!bench/results"], cwd=REPO
         ).returncode
     except OSError:
         return "unknown"
