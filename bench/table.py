@@ -91,7 +91,11 @@ def _where(r: dict[str, Any]) -> str:
     return (
         f"{r.get('device') or r.get('machine', '?')}"
         + (f", load {load[0]}" if load else "")
-        + (f", {r['git_commit']}" if r.get("git_commit") else "")
+        + (
+            f", {r['git_commit'][:7]}{'+dirty' if 'dirty' in r['git_commit'] else ''}"
+            if r.get("git_commit")
+            else ""
+        )
         + (f", {date}" if date else "")
     )
 

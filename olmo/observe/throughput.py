@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 import time
 from pathlib import Path
@@ -141,7 +142,10 @@ def run_bench(cfg: Config, windows: int, steps_per_window: int, warmup: int) -> 
         "peak_source": source,
         "mfu": tps * fpt / peak,
         "peak_memory": _peak_memory(env.device),
-        "device": fp["devices"][0].get("name") if env.device.type == "cuda" else "cpu",
+        "device": fp["devices"][0].get("name")
+        if env.device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)",
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
         "torch": fp["torch"],
         "git_commit": fp["git_commit"],
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
