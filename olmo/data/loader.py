@@ -71,6 +71,8 @@ class DataLoader:
         self.prefetch = max(1, prefetch)
         self.steps_consumed = 0
         """Batches handed out by the iterator so far (= the next step it yields)."""
+        self.pin_memory = False
+        """Page-lock batches (in the prefetch threads) so the copy to a GPU is asynchronous."""
         self._order_cache: tuple[int, np.ndarray] | None = None
 
     def _order(self, epoch: int) -> np.ndarray:
@@ -97,7 +99,11 @@ class DataLoader:
 
     def batch(self, step: int) -> torch.Tensor:
         """This rank's tokens of `step` as int64 `[local_batch_size, seq_len]`."""
-        return torch.from_numpy(self.dataset.get_batch(self.local_indices(step)))
+        return self._tensor(self.local_indices(step))
+
+    def _tensor(self, indices: np.ndarray) -> torch.Tensor:
+        batch = torch.from_numpy(self.dataset.get_batch(indices))
+        return batch.pin_memory() if self.pin_memory else batch
 
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield `(step, batch)` forever from `steps_consumed`; the caller decides when to stop."""
@@ -119,10 +125,10 @@ class DataLoader:
             while True:
                 while len(pending) < self.prefetch + self.num_workers - 1:
                     idx = self.local_indices(next_step)
-                    pending.append((next_step, pool.submit(self.dataset.get_batch, idx)))
+                    pending.append((next_step, pool.submit(self._tensor, idx)))
                     next_step += 1
                 step, fut = pending.popleft()
-                batch = torch.from_numpy(fut.result())
+                batch = fut.result()
                 self.steps_consumed = step + 1
                 yield step, batch
         finally:

@@ -163,6 +163,7 @@ def build_components(cfg: Config, run_dir: Path) -> Components:
         env.world_size,
         tokenizer,
     )
+    loader.pin_memory = env.device.type == "cuda"  # the step's .to(non_blocking) then overlaps
     bf16 = use_bf16(cfg, env.device)
     model = build_model_for(cfg, env, bf16)
     optim = build_optimizer(model, cfg.optim)
