@@ -186,7 +186,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         help="training-step tokens/s, MFU and peak memory of a config (random tokens, no data)",
         description="Time the training step of CONFIG (with --section.key=value overrides) on this "
         "machine; under torchrun, every rank steps and rank 0 reports. Example: olmo bench "
-        "configs/olmo-1b.yaml --data.seq_len=4096 --out bench/results/throughput.jsonl",
+        "configs/olmo-1b.yaml --data.seq_len=4096 --model.max_seq_len=4096 --out FILE",
     )
     p.add_argument("config", help="YAML config file")
     p.add_argument("--windows", type=int, default=5, help="timed windows (median reported)")
