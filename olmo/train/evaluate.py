@@ -11,7 +11,6 @@ import torch.distributed as dist
 
 from olmo.data.split import InstanceRange
 from olmo.train.callbacks import Callback
-from olmo.train.loss import cross_entropy_loss
 
 if TYPE_CHECKING:
     from olmo.train.trainer import Trainer
@@ -23,25 +22,28 @@ def heldout_loss(trainer: Trainer, data: InstanceRange, batches: int) -> float:
 
     The instances scored do not depend on the world size (so 1 and N ranks report the same
     number); every rank runs the same number of forwards (FSDP's forward is a collective), a
-    rank whose share ran out scoring a dummy chunk with weight 0.
+    rank whose share ran out scoring a dummy chunk it does not count. One host sync per call.
     """
     env, mbs = trainer.env, trainer.cfg.train.micro_batch_size
     n = min(len(data), batches * trainer.cfg.train.global_batch_size)
     mine = np.arange(n)[env.rank :: env.world_size]
     forwards = max(1, math.ceil(math.ceil(n / env.world_size) / mbs))
-    total = torch.zeros(2, dtype=torch.float64)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
+    count = 0
     was_training = trainer.model.training
     trainer.model.eval()
     for i in range(forwards):
         chunk = mine[i * mbs : (i + 1) * mbs]
-        weight = 1.0 if len(chunk) else 0.0
         batch = torch.from_numpy(data.get_batch(chunk if len(chunk) else np.arange(1)))
         batch = batch.to(env.device)
         with trainer.parts.autocast():
-            logits = trainer.model(batch[:, :-1])
-        loss, count = cross_entropy_loss(logits, batch[:, 1:])
-        total += weight * torch.tensor([loss.item(), count], dtype=torch.float64)
+            # summed token loss through the fused head, kept on the device until the end
+            loss = trainer.model(batch[:, :-1], labels=batch[:, 1:])
+        if len(chunk):
+            loss_sum += loss.double()
+            count += batch[:, 1:].numel()
     trainer.model.train(was_training)
+    total = torch.stack([loss_sum.cpu(), torch.tensor(float(count), dtype=torch.float64)])
     if env.world_size > 1:
         dist.all_reduce(total)
     return (total[0] / total[1]).item()

@@ -74,3 +74,22 @@ def test_help_config_lists_documented_keys():
     out = olmo("train", "--help-config").stdout
     assert "train.max_steps (int, default 1000): Optimizer steps to train for." in out
     assert "checkpoint.interval" in out
+
+
+def test_heldout_eval_is_the_same_on_1_and_2_ranks(tmp_path: Path):
+    """9 held-out instances: rank 0 scores 5, rank 1 scores 4 and runs one uncounted forward
+    (FSDP needs equal forwards); the mean matches the 1-rank run's."""
+    import subprocess
+    import sys
+
+    from tests.distributed.launch import _env, torchrun, train_args
+
+    extra = ["--train.max_steps=5", "--train.eval_holdout_instances=9", "--train.eval_interval=5"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run(
+        [sys.executable, *train_args(one, *extra)], check=True, env=_env(None), timeout=300
+    )
+    proc = torchrun(2, train_args(two, *extra))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (read_metrics(r)[4]["eval_loss"] for r in (one, two))
+    assert abs(a - b) <= 1e-4 * abs(a), (a, b)
