@@ -62,7 +62,6 @@ class _Pending:
     grad_norm: torch.Tensor
     lr: float
     batch_hash: str
-    tokens: int
 
 
 class Trainer:
@@ -83,6 +82,8 @@ class Trainer:
         self.seq_len = cfg.data.seq_len
         self.gbs = cfg.train.global_batch_size
         self.tokens_per_step = self.gbs * (self.seq_len - 1)
+        # FSDP averages gradients over ranks: this scale makes them the global-batch mean
+        self.loss_scale = self.env.world_size / self.tokens_per_step
         self.faults = FaultInjector.from_env(self.env.rank, parts.run_dir)
         if self.faults is not None:
             self.checkpointer.on_written = self.faults.after_save_written
@@ -160,18 +161,15 @@ class Trainer:
             raise RuntimeError(f"data loader out of sync: batch {index} for step {step}")
         batch_hash = batch_hash_of(self.loader.global_indices(index))
         batch = batch.to(self.env.device, non_blocking=True)
-        scale = self.env.world_size / self.tokens_per_step  # FSDP averages over ranks
         micro = self.cfg.train.micro_batch_size
-        loss_sum = forward_backward(self.model, batch, micro, scale, self.parts.autocast)
+        loss_sum = forward_backward(self.model, batch, micro, self.loss_scale, self.parts.autocast)
         if self.faults is not None and self.faults.nan_at(step):
             loss_sum = self._poison_gradients(loss_sum)
         grad_norm = clip_gradients(self.model, self.cfg.optim.grad_clip)
         optimizer_step(self.optim, grad_norm, self.cfg.optim.fused)
         self.state.step = step
         self.state.tokens_seen += self.gbs * self.seq_len
-        self._pending.append(
-            _Pending(step, loss_sum, grad_norm, lr, batch_hash, self.tokens_per_step)
-        )
+        self._pending.append(_Pending(step, loss_sum, grad_norm, lr, batch_hash))
         self._emit("post_step", step)
 
     def _poison_gradients(self, loss_sum: torch.Tensor) -> torch.Tensor:
