@@ -43,10 +43,14 @@ def peak_flops(env: dict[str, Any]) -> tuple[float | None, str]:
     name = str(devices[0].get("name", "")) if devices and isinstance(devices[0], dict) else ""
     if devices and devices[0].get("type") == "cpu":
         return None, name or "cpu"
-    for key, peak in PEAK_BF16_FLOPS.items():
-        if key in name.upper().replace(" ", ""):
-            return peak, name
-    return None, name or "unknown"
+    key = table_key(name)
+    return (PEAK_BF16_FLOPS[key], name) if key else (None, name or "unknown")
+
+
+def table_key(device_name: str) -> str | None:
+    """The PEAK_BF16_FLOPS entry a device name ('NVIDIA H100 80GB HBM3') matches, if any."""
+    squashed = device_name.upper().replace(" ", "")
+    return next((key for key in PEAK_BF16_FLOPS if key in squashed), None)
 
 
 def mfu(tokens_per_s: float, fpt: float, world_size: int, peak: float | None) -> float | None:

@@ -22,7 +22,7 @@ import torch
 from olmo.config.schema import Config, load_config
 from olmo.envinfo import environment_fingerprint
 from olmo.errors import OlmoError
-from olmo.observe.mfu import PEAK_BF16_FLOPS, flops_per_token
+from olmo.observe.mfu import PEAK_BF16_FLOPS, flops_per_token, table_key
 from olmo.train.optim import build_optimizer
 from olmo.train.setup import autocast_context, build_model_for, setup_logging, use_bf16
 from olmo.train.step import clip_gradients, forward_backward, optimizer_step
@@ -46,11 +46,9 @@ def measured_peak_flops(device: torch.device, dtype: torch.dtype, seconds: float
 
 def device_peak(device: torch.device, bf16: bool) -> tuple[float, str]:
     """(peak FLOP/s, where it comes from): the bf16 table for known accelerators, else measured."""
-    if device.type == "cuda" and bf16:
-        name = torch.cuda.get_device_name(device).upper().replace(" ", "")
-        for key, peak in PEAK_BF16_FLOPS.items():
-            if key in name:
-                return peak, f"table: {key} dense bf16"
+    key = table_key(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    if key and bf16:
+        return PEAK_BF16_FLOPS[key], f"table: {key} dense bf16"
     dtype = torch.bfloat16 if bf16 else torch.float32
     return measured_peak_flops(device, dtype), f"measured: {str(dtype)[6:]} 2048³ GEMM"
 
