@@ -2,8 +2,8 @@
 
 Both models hold the same weights (ours → HF through olmo.model.hf) and are checked to give the
 same loss before timing. A step is forward + loss + backward + global-norm clipping + AdamW
-step; both sides use the same optimizer (olmo.train.optim.build_optimizer: fused AdamW, our
-default and transformers' Trainer default) so the ratio measures the model and loss code. Ours uses its default fast path
+step; both sides use the loop's step (olmo.train.step: fused AdamW, our default and transformers'
+Trainer default) so the ratio measures the model and loss code. Ours uses its default fast path
 (`model(inputs, labels=targets)`: fused chunked head + cross-entropy); HF computes its own loss
 (`labels=..., shift_labels=targets`: full fp32 logits + F.cross_entropy). After warm-up the
 two alternate in windows; reported: median tokens/s of each and the median per-window ratio.
@@ -18,14 +18,12 @@ Results are appended to bench/results/model_vs_hf.jsonl (device, torch, commit, 
 from __future__ import annotations
 
 import torch
-from common import comparison_main, gemm_seconds, interleaved_windows, median
+from common import compare_steps, comparison_main, gemm_seconds
 from transformers import OlmoForCausalLM
 
 from olmo.model import ModelConfig, build_model
 from olmo.model.config import PRESETS
 from olmo.model.hf import state_dict_to_hf, to_hf_config
-from olmo.train.config import OptimConfig
-from olmo.train.optim import build_optimizer
 
 GOAL = 1.3
 # name → (model config, batch instances, instance length); inputs are length - 1 tokens.
@@ -37,19 +35,6 @@ CONFIGS: dict[str, tuple[ModelConfig, int, int]] = {
         256,
     ),
 }
-
-
-def make_step(model: torch.nn.Module, loss_fn, max_norm: float = 1.0):
-    optim = build_optimizer(model, OptimConfig())
-    params = list(model.parameters())
-
-    def step() -> None:
-        loss_fn().backward()
-        torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
-        optim.step()
-        optim.zero_grad(set_to_none=True)
-
-    return step
 
 
 def bench_config(name: str, windows: int, steps_per_window: int, warmup: int) -> dict:
@@ -70,17 +55,17 @@ def bench_config(name: str, windows: int, steps_per_window: int, warmup: int) ->
     def hf_loss() -> torch.Tensor:
         return hf(input_ids=inputs, labels=targets, shift_labels=targets).loss
 
-    with torch.no_grad():
-        loss_diff = abs(our_loss().item() - hf_loss().item())
-    if loss_diff > 1e-4:
-        raise SystemExit(f"{name}: losses differ by {loss_diff}; the models are not the same")
-    steps = {"ours": make_step(ours, our_loss), "hf": make_step(hf, hf_loss)}
-    times = interleaved_windows(steps, windows, steps_per_window, warmup)
+    steps, fields = compare_steps(
+        name,
+        {"ours": our_loss, "hf": hf_loss},
+        {"ours": ours, "hf": hf},
+        n_tokens,
+        (windows, steps_per_window, warmup),
+    )
     profiled = {k: gemm_seconds(fn) for k, fn in steps.items()}
     mine = profiled["ours"]
-    ratios = [h / o for o, h in zip(times["ours"], times["hf"], strict=True)]
     # the ratio if every non-GEMM, non-attention second of our step vanished
-    ceiling = median(ratios) * mine["step"] / (mine["gemm"] + mine["attention"])
+    ceiling = fields["ratio"] * mine["step"] / (mine["gemm"] + mine["attention"])
     return {
         "bench": "model_vs_hf",
         "config": name,
@@ -88,14 +73,7 @@ def bench_config(name: str, windows: int, steps_per_window: int, warmup: int) ->
         | {"params": cfg.num_params(), "vocab": cfg.padded_vocab_size},
         "batch": [batch, length - 1],
         "tokens_per_step": n_tokens,
-        "ours_tokens_per_s": round(n_tokens / median(times["ours"]), 1),
-        "hf_tokens_per_s": round(n_tokens / median(times["hf"]), 1),
-        "ratio": round(median(ratios), 3),
-        "ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
-        "window_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
-        "windows": windows,
-        "steps_per_window": steps_per_window,
-        "initial_loss_diff": loss_diff,
+        **fields,
         "profiled_step_s": {k: {n: round(t, 3) for n, t in v.items()} for k, v in profiled.items()},
         # the best ratio reachable with our GEMMs and attention and zero other cost
         "ratio_ceiling": round(ceiling, 3),

@@ -16,8 +16,7 @@ torch pinned (a constraints file with torch==2.13.0).
 from __future__ import annotations
 
 import torch
-from bench_model_vs_hf import make_step
-from common import comparison_main, interleaved_windows, median
+from common import compare_steps, comparison_main
 from olmo_core.nn.transformer import TransformerConfig
 
 from olmo.model import ModelConfig, build_model
@@ -91,17 +90,13 @@ def bench_config(name: str, windows: int, steps_per_window: int, warmup: int) ->
     def core_loss() -> torch.Tensor:
         return core(inputs, labels=targets, loss_reduction="sum").loss / n
 
-    with torch.no_grad():
-        loss_diff = abs(our_loss().item() - core_loss().item())
-    if loss_diff > 1e-4:
-        raise SystemExit(f"{name}: losses differ by {loss_diff}; the models are not the same")
-    times = interleaved_windows(
-        {"ours": make_step(ours, our_loss), "olmo_core": make_step(core, core_loss)},
-        windows,
-        steps_per_window,
-        warmup,
+    _, fields = compare_steps(
+        name,
+        {"ours": our_loss, "olmo_core": core_loss},
+        {"ours": ours, "olmo_core": core},
+        n,
+        (windows, steps_per_window, warmup),
     )
-    ratios = [c / o for o, c in zip(times["ours"], times["olmo_core"], strict=True)]
     return {
         "bench": "olmo_core",
         "config": name,
@@ -109,14 +104,7 @@ def bench_config(name: str, windows: int, steps_per_window: int, warmup: int) ->
         | {"mlp_hidden": cfg.hidden_size, "params": ours.num_params(), "vocab": VOCAB},
         "batch": [batch, length - 1],
         "tokens_per_step": n,
-        "ours_tokens_per_s": round(n / median(times["ours"]), 1),
-        "olmo_core_tokens_per_s": round(n / median(times["olmo_core"]), 1),
-        "ratio": round(median(ratios), 3),
-        "ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
-        "window_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
-        "windows": windows,
-        "steps_per_window": steps_per_window,
-        "initial_loss_diff": loss_diff,
+        **fields,
         "optimizer": "torch AdamW fused (same for both), clip 1.0",
         "goal_ratio": GOAL,
     }

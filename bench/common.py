@@ -113,6 +113,55 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+def make_step(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+    """One training step as the loop does it (olmo.train.step): backward, clip at 1.0, fused AdamW."""
+    from olmo.train.config import OptimConfig
+    from olmo.train.optim import build_optimizer
+    from olmo.train.step import clip_gradients, optimizer_step
+
+    cfg = OptimConfig()
+    optim = build_optimizer(model, cfg)
+
+    def step() -> None:
+        loss_fn().backward()
+        optimizer_step(optim, clip_gradients(model, cfg.grad_clip), cfg.fused)
+
+    return step
+
+
+def compare_steps(
+    name: str,
+    losses: dict[str, Callable[[], torch.Tensor]],
+    models: dict[str, torch.nn.Module],
+    n_tokens: int,
+    timing: tuple[int, int, int],
+) -> tuple[dict[str, Callable[[], None]], dict[str, Any]]:
+    """Ours vs one other model: equal losses checked, interleaved windows timed.
+
+    losses/models: {"ours": ..., OTHER: ...}; timing: (windows, steps per window, warm-up).
+    Returns the step callables and the record fields both benches share.
+    """
+    with torch.no_grad():
+        ours_loss, other_loss = (fn().item() for fn in losses.values())
+    loss_diff = abs(ours_loss - other_loss)
+    if loss_diff > 1e-4:
+        raise SystemExit(f"{name}: losses differ by {loss_diff}; the models are not the same")
+    steps = {k: make_step(models[k], fn) for k, fn in losses.items()}
+    windows, steps_per_window, warmup = timing
+    times = interleaved_windows(steps, windows, steps_per_window, warmup)
+    ours_t, other_t = times.values()
+    ratios = [o2 / o1 for o1, o2 in zip(ours_t, other_t, strict=True)]
+    fields = {f"{k}_tokens_per_s": round(n_tokens / median(v), 1) for k, v in times.items()} | {
+        "ratio": round(median(ratios), 3),
+        "ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
+        "window_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
+        "windows": windows,
+        "steps_per_window": steps_per_window,
+        "initial_loss_diff": loss_diff,
+    }
+    return steps, fields
+
+
 def comparison_main(
     description: str,
     configs: dict[str, Any],
