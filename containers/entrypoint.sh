@@ -21,5 +21,17 @@ if [[ "${OLMO_IMAGE_VENDOR:-}" == rocm ]]; then
   fi
 fi
 
+# Host library dirs named by the cluster profile (container.host_libs, e.g. Cray libfabric on
+# LUMI) go before the image's own dirs, which stay: SINGULARITYENV_LD_LIBRARY_PATH would replace
+# them. Empty entries are dropped (an empty entry means the current directory to ld.so).
+if [[ -n "${OLMO_HOST_LD_LIBRARY_PATH:-}" ]]; then
+  host=""
+  IFS=: read -ra dirs <<<"$OLMO_HOST_LD_LIBRARY_PATH"
+  for d in "${dirs[@]}"; do
+    [[ -n "$d" ]] && host="${host:+$host:}$d"
+  done
+  [[ -z "$host" ]] || export LD_LIBRARY_PATH="$host${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+
 [[ $# -gt 0 ]] || set -- olmo env
 exec "$@"

@@ -20,6 +20,20 @@ import torch
 IMAGE_ENV_KEYS = ("OLMO_IMAGE", "OLMO_IMAGE_DIGEST", "OLMO_GIT_COMMIT")
 
 
+# What decides the collectives' transport and libraries (no secrets live under these names).
+NETWORK_ENV_PREFIXES = ("NCCL_", "RCCL_", "TORCH_NCCL_", "GLOO_", "FI_", "CXI_", "MIOPEN_")
+
+
+def network_env() -> dict[str, str]:
+    """LD_LIBRARY_PATH and the NCCL/RCCL/libfabric/gloo settings this process runs with."""
+    keys = sorted(k for k in os.environ if k.startswith(NETWORK_ENV_PREFIXES))
+    keys = [k for k in keys if not any(w in k for w in ("KEY", "TOKEN", "SECRET", "PASS"))]
+    env = {k: os.environ[k] for k in keys}
+    if "LD_LIBRARY_PATH" in os.environ:
+        env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
+    return env
+
+
 def container_info() -> dict[str, Any]:
     """Which container runtime (if any) we are in, and the image name/digest when known."""
     info: dict[str, Any] = {"runtime": None}
@@ -127,6 +141,7 @@ def environment_fingerprint() -> dict[str, Any]:
             if k in os.environ
         },
         "container": container_info(),
+        "network_env": network_env(),
         "git_commit": _git_commit(),
     }
 

@@ -104,10 +104,13 @@ def init_distributed(backend: str = "auto", timeout_s: float = 600.0) -> DistEnv
         backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
         timeout = datetime.timedelta(seconds=timeout_s)
-        if "MASTER_ADDR" not in env:
+        if "MASTER_ADDR" not in env or "MASTER_PORT" not in env:
+            # A one-task job (e.g. one SLURM task) may have MASTER_ADDR from the profile and
+            # no port: a private local group needs neither.
             if world != 1:
+                missing = "MASTER_ADDR" if "MASTER_ADDR" not in env else "MASTER_PORT"
                 raise OlmoError(
-                    "WORLD_SIZE > 1 but MASTER_ADDR is unset; launch with torchrun or srun"
+                    f"WORLD_SIZE > 1 but {missing} is unset; launch with torchrun or srun"
                 )
             init = f"tcp://127.0.0.1:{_free_port()}"
             dist.init_process_group(

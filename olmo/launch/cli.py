@@ -101,7 +101,14 @@ def _cluster(args: argparse.Namespace) -> int:
 def _doctor(args: argparse.Namespace) -> int:
     from olmo.launch.doctor import run_doctor
 
-    return run_doctor(args.expect_devices, args.min_shm_gb, args.size_mb, args.kind)
+    return run_doctor(
+        args.expect_devices,
+        args.min_shm_gb,
+        args.size_mb,
+        args.kind,
+        args.transport,
+        args.min_bus_gb_per_s,
+    )
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
@@ -136,4 +143,16 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "--kind", choices=["cpu", "cuda", "rocm"], help="device kind the profile expects"
     )
     d.add_argument("--size-mb", type=float, default=16.0, help="all-reduce size (MiB)")
+    d.add_argument(
+        "--transport",
+        choices=["ofi", "ib", "sockets", "any"],
+        default="any",
+        help="transport the collectives must use (profile doctor.transport)",
+    )
+    d.add_argument(
+        "--min-bus-gb-per-s",
+        type=float,
+        default=0.0,
+        help="bus bandwidth floor of every pair of neighbouring nodes (GB/s; 0 = none)",
+    )
     d.set_defaults(func=_doctor)

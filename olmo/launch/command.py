@@ -22,7 +22,37 @@ def container_prefix(prof: Profile) -> list[str]:
     if c.binds:
         cmd += ["-B", ",".join(c.binds)]
     assert c.image is not None  # checked when the profile loads
-    return [*cmd, c.image]
+    return [*cmd, c.image, *([c.entrypoint] if c.entrypoint else [])]
+
+
+# NCCL_NET names of the transports (NCCL/RCCL fail at init when the named net is missing
+# instead of falling back to sockets; "AWS Libfabric" is the aws-ofi plugin's registered name).
+NCCL_NET = {"ofi": "AWS Libfabric", "ib": "IB", "sockets": "Socket"}
+
+
+def task_env(prof: Profile) -> dict[str, str]:
+    """Environment exported in the batch script for srun, the container runtime and every task
+    (values may use $VARS, expanded by the batch shell on the node)."""
+    env = {"OMP_NUM_THREADS": "$SLURM_CPUS_PER_TASK"}
+    if prof.devices.kind != "cpu" and prof.doctor.transport in NCCL_NET:
+        env["NCCL_NET"] = NCCL_NET[prof.doctor.transport]
+    env.update(prof.env)
+    if prof.container.runtime != "none" and prof.container.host_libs:
+        # Read by the image's entrypoint, which puts them before the image's own dirs.
+        env["OLMO_HOST_LD_LIBRARY_PATH"] = ":".join(prof.container.host_libs)
+    env["OLMO_MAX_RESTARTS"] = str(prof.restart.max_restarts)
+    return env
+
+
+def doctor_args(prof: Profile) -> list[str]:
+    """`olmo doctor` options that check this profile's devices, transport and bandwidth."""
+    d = prof.doctor
+    args = [f"--expect-devices={prof.devices.per_node}", f"--kind={prof.devices.kind}"]
+    args += [f"--transport={d.transport}", f"--size-mb={d.size_mb:g}"]
+    args.append(f"--min-shm-gb={d.min_shm_gb:g}")
+    if d.min_bus_gb_per_s > 0:
+        args.append(f"--min-bus-gb-per-s={d.min_bus_gb_per_s:g}")
+    return args
 
 
 def olmo_command(prof: Profile) -> list[str]:

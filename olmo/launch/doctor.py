@@ -1,8 +1,10 @@
 """`olmo doctor`: pre-flight check on every task of an allocation, before training starts.
 
 Each task checks its devices, the driver/runtime versions and /dev/shm, then all tasks run an
-all-reduce whose result is known exactly (a checksum) and timed (bus bandwidth). Rank 0 prints one
-JSON line; any failure names the node and exits 1 so the batch script stops before training.
+all-reduce whose result is known exactly (a checksum), check the transport the collectives use
+and time every pair of neighbouring nodes (doctor_net.py). Rank 0 prints one JSON line; a failure
+is one line naming the node(s) and the cause, and every task exits 1 so the batch script stops
+before training.
 """
 
 from __future__ import annotations
@@ -12,10 +14,19 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
 
 import torch
 import torch.distributed as dist
+
+from olmo.launch.doctor_net import (
+    HINTS,
+    pair_bandwidth,
+    prepare_nccl_log,
+    seen_transport,
+    slow_links,
+)
 
 
 def node_name() -> str:
@@ -89,45 +100,93 @@ def allreduce_check(size_mb: float, device: torch.device, iters: int = 3) -> dic
 
 
 def run_doctor(
-    expect: int | None, min_shm_gb: float, size_mb: float, kind: str | None = None
+    expect: int | None,
+    min_shm_gb: float,
+    size_mb: float,
+    kind: str | None = None,
+    transport: str = "any",
+    min_bus_gb_per_s: float = 0.0,
 ) -> int:
     problems, seen = local_checks(expect, kind, min_shm_gb)
     if problems:  # fail fast: no collective with a broken node
         print(f"doctor: FAILED on node {seen['node']}: {'; '.join(problems)}", file=sys.stderr)
         return 1
+    with tempfile.TemporaryDirectory(prefix="olmo-doctor-") as log_dir:
+        log = prepare_nccl_log(transport, log_dir) if kind in ("cuda", "rocm") else None
+        try:
+            reports, ar, pairs = _collectives(seen, size_mb, log)
+        except Exception as e:  # e.g. NCCL_NET names a plugin that did not load
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            net = os.environ.get("NCCL_NET")
+            hint = f" (NCCL_NET={net!r}: {HINTS.get(transport, '')})" if net else ""
+            print(
+                f"doctor: FAILED on node {seen['node']}: collectives failed: "
+                f"{type(e).__name__}: {first}{hint}",
+                file=sys.stderr,
+            )
+            return 1
+    failure = _verdict(reports, pairs, transport, min_bus_gb_per_s)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(_summary(reports, seen, ar, pairs, failure)))
+        if failure:
+            print(f"doctor: FAILED: {failure}", file=sys.stderr)
+    return 1 if failure else 0
+
+
+def _collectives(seen: dict, size_mb: float, log: str | None) -> tuple[list, dict, list]:
+    """The checksum all-reduce, each rank's transport, and the pairwise node bandwidths."""
     from olmo.distributed.env import destroy, init_distributed
 
     env = init_distributed("auto", timeout_s=120)
     try:
         ar = allreduce_check(size_mb, env.device)
+        mine = {**seen, "rank": env.rank, "allreduce_ok": ar["ok"]}
+        mine["transport"] = seen_transport(env.backend, log)
         reports: list = [None] * env.world_size
-        dist.all_gather_object(reports, {**seen, "rank": env.rank, "allreduce_ok": ar["ok"]})
+        dist.all_gather_object(reports, mine)
+        pairs = pair_bandwidth([r["node"] for r in reports], size_mb, env.device)
     finally:
         destroy()
-    bad = [r for r in reports if not r["allreduce_ok"]]
-    if env.is_main:
-        nodes = sorted({r["node"] for r in reports})
-        print(
-            json.dumps(
-                {
-                    "doctor": "ok" if not bad else "failed",
-                    "world_size": env.world_size,
-                    "nodes": nodes,
-                    "devices": [r["devices"] for r in reports],
-                    "runtime": seen["runtime"],
-                    "runtime_version": seen["runtime_version"],
-                    "driver": seen["driver"],
-                    "torch": seen["torch"],
-                    "shm_free_gb": min(r["shm_free_gb"] for r in reports),
-                    "allreduce": ar,
-                }
-            )
-        )
+    return reports, ar, pairs
+
+
+def _verdict(reports: list, pairs: list, transport: str, floor: float) -> str | None:
+    """The first problem, as one line naming the node(s) and the cause; None when all is well."""
+    bad = sorted({r["node"] for r in reports if not r["allreduce_ok"]})
     if bad:
-        names = sorted({r["node"] for r in bad})
-        print(
-            f"doctor: FAILED: all-reduce result wrong on node(s) {', '.join(names)}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+        return f"all-reduce result wrong on node(s) {', '.join(bad)}"
+    if transport != "any":
+        off = [r for r in reports if r["transport"] != transport]
+        if off:
+            nodes = sorted({r["node"] for r in off})
+            saw = sorted({str(r["transport"]) for r in off})
+            return (
+                f"node(s) {', '.join(nodes)}: collectives use {'/'.join(saw)}, the profile "
+                f"expects {transport} (doctor.transport): {HINTS.get(transport, '')}"
+            )
+    if floor > 0 and pairs:
+        slow = slow_links(pairs, floor)
+        if slow:
+            used = reports[0]["transport"] or "unknown transport"
+            return (
+                f"{slow} over {used}, below doctor.min_bus_gb_per_s={floor:g} (check the "
+                "node's network, or lower the floor for this site)"
+            )
+    return None
+
+
+def _summary(reports: list, seen: dict, ar: dict, pairs: list, failure: str | None) -> dict:
+    return {
+        "doctor": "failed" if failure else "ok",
+        "world_size": len(reports),
+        "nodes": sorted({r["node"] for r in reports}),
+        "devices": [r["devices"] for r in reports],
+        "runtime": seen["runtime"],
+        "runtime_version": seen["runtime_version"],
+        "driver": seen["driver"],
+        "torch": seen["torch"],
+        "shm_free_gb": min(r["shm_free_gb"] for r in reports),
+        "transport": sorted({str(r["transport"]) for r in reports}),
+        "allreduce": ar,
+        "pairs": [{"nodes": list(p.nodes), "bus_gb_per_s": p.bus_gb_per_s} for p in pairs],
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +55,10 @@ class SlurmSection:
     distribution: str | None = None
     """srun --distribution (LUMI: block:block)."""
     cpu_bind: str | None = None
-    """srun --cpu-bind value (LUMI: GCD↔CCD masks)."""
+    """srun --cpu-bind value (LUMI: GCD↔CCD masks; A100: ldoms, each task on its NUMA domain)."""
+    gpu_bind: str | None = None
+    """srun --gpu-bind value (A100: closest, each task the GPU of its NUMA domain). When set,
+    SLURM chooses each task's device and the launchers do not set *_VISIBLE_DEVICES."""
     task_exit_wait_s: int = 60
     """srun --wait: once one task ends, the others get this long before being killed. Not
     --kill-on-bad-exit: a rank exiting 75 (checkpointed) would kill rank 0 still finishing up."""
@@ -80,6 +84,14 @@ class ContainerSection:
     """Host paths bound into the container (src[:dst]), e.g. Cray libfabric on LUMI."""
     gpu_flag: str | None = None
     """Runtime flag exposing the devices (--rocm / --nv)."""
+    host_libs: list[str] = field(default_factory=list)
+    """Host library dirs (bound in at the same path) put in front of the image's own
+    LD_LIBRARY_PATH by the image's entrypoint, e.g. Cray libfabric on LUMI. Not through
+    SINGULARITYENV_/APPTAINERENV_LD_LIBRARY_PATH: that replaces the image's value and drops its
+    library dirs (the RCCL OFI plugin), so the profile loader refuses it."""
+    entrypoint: str | None = "olmo-entrypoint"
+    """Command of the image run in front of python (sets per-job state, library path); None for
+    an image without it."""
 
 
 @dataclass
@@ -88,6 +100,27 @@ class RestartSection:
     """Stop after this many restarts of one job (SLURM_RESTART_COUNT), to end crash loops."""
     requeue_on_crash: bool = True
     """Requeue after a crash (not after bad input, exit 2); node failures always requeue."""
+
+
+TRANSPORTS = ("ofi", "ib", "sockets", "any")
+
+
+@dataclass
+class DoctorSection:
+    enabled: bool = True
+    """Run `olmo doctor` across the allocation before training (`doctor: false` also works)."""
+    transport: Literal["ofi", "ib", "sockets", "any"] = "any"
+    """Collective transport the job must use: ofi (RCCL/NCCL over the aws-ofi plugin,
+    Slingshot), ib (NCCL over InfiniBand), sockets (TCP), any (no check). On GPUs the launchers
+    also set NCCL_NET from it, so NCCL/RCCL fail instead of falling back to sockets."""
+    min_bus_gb_per_s: float = 0.0
+    """Bus bandwidth floor (GB/s) of every pair of neighbouring nodes (0 = no floor; not applied
+    to a one-node job)."""
+    size_mb: float = 64.0
+    """All-reduce message size (MiB) for the bandwidth test: large enough to reach the link's
+    bandwidth, not its latency."""
+    min_shm_gb: float = 0.5
+    """Free /dev/shm needed on every node (GiB)."""
 
 
 @dataclass
@@ -120,8 +153,8 @@ class Profile:
     """Shell lines run first in the batch script (e.g. module load ...)."""
     python: str = "python"
     """Python interpreter (inside the container when there is one)."""
-    doctor: bool = True
-    """Run `olmo doctor` across the allocation before training."""
+    doctor: DoctorSection = field(default_factory=DoctorSection)
+    """Pre-flight check: devices, /dev/shm, all-reduce result, transport and bandwidth."""
     log_dir: str = "logs"
     """Where SLURM writes the job logs (relative to the submit directory)."""
 
@@ -192,9 +225,30 @@ def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profi
             f"{source}: '{unset}' must be set for your site: --set {unset}=VALUE, or a site "
             f"profile with 'base: {data['name']}' that sets it"
         )
+    if isinstance(data.get("doctor"), bool):  # the old `doctor: false`
+        data["doctor"] = {"enabled": data["doctor"]}
+    check_env(data.get("env"), source)
     prof = from_dict(Profile, data, "", source)
     if prof.container.runtime != "none" and not prof.container.image:
         raise OlmoError(f"{source}: container.image is required when container.runtime is set")
     if prof.devices.per_node < 1 or prof.slurm.nodes < 1:
         raise OlmoError(f"{source}: devices.per_node and slurm.nodes must be ≥ 1")
     return prof
+
+
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_env(env: Any, source: str) -> None:
+    """Env keys must be shell identifiers; the image's LD_LIBRARY_PATH must not be replaced."""
+    if not isinstance(env, dict):
+        return
+    for key in env:
+        if not isinstance(key, str) or not _ENV_KEY.fullmatch(key):
+            raise OlmoError(f"{source}: env key {key!r} is not a valid variable name")
+        if key.endswith("ENV_LD_LIBRARY_PATH"):
+            raise OlmoError(
+                f"{source}: env.{key} replaces the image's LD_LIBRARY_PATH (dropping its own "
+                "library dirs, e.g. the RCCL network plugin); list host dirs in "
+                "container.host_libs instead"
+            )

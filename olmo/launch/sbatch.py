@@ -9,7 +9,14 @@ from pathlib import Path
 
 from olmo.errors import OlmoError
 from olmo.fsutil import atomic_write_text
-from olmo.launch.command import energy_overrides, olmo_command, shell_join, shell_word
+from olmo.launch.command import (
+    doctor_args,
+    energy_overrides,
+    olmo_command,
+    shell_join,
+    shell_word,
+    task_env,
+)
 from olmo.launch.profile import Profile
 
 
@@ -66,6 +73,8 @@ def srun_words(prof: Profile) -> list[str]:
         words.append(f"--distribution={s.distribution}")
     if s.cpu_bind:
         words.append(f"--cpu-bind={s.cpu_bind}")
+    if s.gpu_bind:
+        words.append(f"--gpu-bind={s.gpu_bind}")
     return words
 
 
@@ -81,10 +90,8 @@ def render(prof: Profile, job: JobSpec) -> str:
     lines += ["set -uo pipefail", ""]
     if prof.setup:
         lines += ["# Site setup", *prof.setup, ""]
-    env = {"OMP_NUM_THREADS": "$SLURM_CPUS_PER_TASK", **prof.env}
-    env["OLMO_MAX_RESTARTS"] = str(prof.restart.max_restarts)
     lines += ["# Environment of every task"]
-    lines += [f"export {k}={shell_word(str(v))}" for k, v in env.items()]
+    lines += [f"export {k}={shell_word(str(v))}" for k, v in task_env(prof).items()]
     margin = f"--train.walltime_margin_s={prof.slurm.signal_margin_s}"
     train = [margin, *energy_overrides(prof), *job.overrides]
     lines += [
@@ -97,8 +104,8 @@ def render(prof: Profile, job: JobSpec) -> str:
         f"TRAIN_ARGS=({shell_join(train)})" if train else "TRAIN_ARGS=()",
         _BODY,
     ]
-    if prof.doctor:
-        lines.append(_DOCTOR.format(n=prof.devices.per_node, kind=prof.devices.kind))
+    if prof.doctor.enabled:
+        lines.append(_DOCTOR.format(args=shell_join(doctor_args(prof))))
     lines.append(_TRAIN)
     return "\n".join(lines).replace("\n\n\n", "\n\n")
 
@@ -141,7 +148,7 @@ echo "$SLURM_JOB_NODELIST" >>"$RUN_DIR/slurm_nodes.txt"
 """
 
 _DOCTOR = """
-if ! "${{OLMO[@]}}" doctor --expect-devices {n} --kind {kind}; then
+if ! "${{OLMO[@]}}" doctor {args}; then
   echo "olmo: pre-flight check failed (the node is named above); not training"
   exit 1
 fi"""
@@ -197,6 +204,7 @@ REFERENCES: dict[str, list[str]] = {
         "--cluster=a100",
         "--set=slurm.account=my_account",
         "--set=container.image=$HOME/olmo-cuda.sif",
+        "--set=env.GLOO_SOCKET_IFNAME=ib0",
         "configs/olmo-1b.yaml",
     ],
     "local": [

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from olmo.errors import OlmoError
-from olmo.launch.command import container_prefix, energy_overrides, shell_join, shell_word
+from olmo.launch.command import (
+    container_prefix,
+    doctor_args,
+    energy_overrides,
+    shell_join,
+    shell_word,
+    task_env,
+)
 from olmo.launch.profile import Profile
 from olmo.launch.restart import note_attempt_nodes, requeue_job, restart_limit_message
 from olmo.launch.sbatch import JobSpec
@@ -44,18 +51,16 @@ class TrainTask:
         import submitit
 
         env = submitit.JobEnvironment()
-        for k in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"):
-            if self.prof.devices.kind != "cpu":
+        if self.prof.devices.kind != "cpu" and not self.prof.slurm.gpu_bind:
+            # submitit exports CUDA_VISIBLE_DEVICES only; each task gets its own device.
+            for k in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"):
                 os.environ.pop(k, None)
-        os.environ.update(device_env(self.prof.devices.kind, env.local_rank))
+            os.environ.update(device_env(self.prof.devices.kind, env.local_rank))
         self.failed_nodes = (
             note_attempt_nodes(Path(self.job.run_dir)) if env.global_rank == 0 else []
         )
-        if self.prof.doctor:
-            from olmo.launch.doctor import run_doctor
-
-            if run_doctor(self.prof.devices.per_node, 0.5, 4.0, self.prof.devices.kind) != 0:
-                raise OlmoError(f"pre-flight check failed on node {env.hostname}")
+        if self.prof.doctor.enabled:
+            self._doctor(env)
         from olmo.config.schema import load_config
         from olmo.train.trainer import run_training
 
@@ -67,6 +72,13 @@ class TrainTask:
             raise RuntimeError(f"olmo train exited with {rc}")
         node = os.environ.get("SLURMD_NODENAME", env.hostname)
         return {"exit_code": rc, "rank": env.global_rank, "node": node}
+
+    def _doctor(self, env: Any) -> None:
+        """`olmo doctor` as its own process per task, as in the sbatch path (the collective
+        library's state, e.g. NCCL_NET/NCCL_DEBUG, must not leak into training)."""
+        cmd = [sys.executable, "-m", "olmo", "doctor", *doctor_args(self.prof)]
+        if subprocess.run(cmd).returncode != 0:
+            raise OlmoError(f"pre-flight check failed (node {env.hostname}: see the log)")
 
     def train_overrides(self) -> list[str]:
         margin = f"--train.walltime_margin_s={self.prof.slurm.signal_margin_s}"
@@ -98,6 +110,8 @@ def executor_params(prof: Profile) -> dict[str, Any]:
         srun_args.append(f"--distribution={s.distribution}")
     if s.cpu_bind:
         srun_args.append(f"--cpu-bind={s.cpu_bind}")
+    if s.gpu_bind:
+        srun_args.append(f"--gpu-bind={s.gpu_bind}")
     extra: dict[str, Any] = {"requeue": True}
     for opt in s.extra:
         key, _, val = opt.removeprefix("--").partition("=")
@@ -118,8 +132,7 @@ def executor_params(prof: Profile) -> dict[str, Any]:
         # (SINGULARITYENV_*) as well as every task.
         "slurm_setup": [
             *prof.setup,
-            *(f"export {k}={shell_word(str(v))}" for k, v in prof.env.items()),
-            f"export OLMO_MAX_RESTARTS={prof.restart.max_restarts}",
+            *(f"export {k}={shell_word(str(v))}" for k, v in task_env(prof).items()),
         ],
     }
     if s.partition:
@@ -128,10 +141,14 @@ def executor_params(prof: Profile) -> dict[str, Any]:
         params["gpus_per_node"] = s.gpus_per_node
     if s.mem is not None:
         params["slurm_mem"] = s.mem
-    prefix = container_prefix(prof)
-    if prefix:
-        params["slurm_python"] = shell_join([*prefix, prof.python])
     return params
+
+
+def executor_python(prof: Profile) -> str | None:
+    """The python command of the tasks: the container's (an argument of the executor's
+    constructor: submitit's update_parameters rejects `python`)."""
+    prefix = container_prefix(prof)
+    return shell_join([*prefix, prof.python]) if prefix else None
 
 
 def _minutes(walltime: str) -> int:
@@ -158,6 +175,7 @@ def launch(prof: Profile, job: JobSpec, dry_run: bool = False, wait: bool = Fals
                 {
                     "folder": str(folder),
                     "executor": params,
+                    "python": executor_python(prof),
                     "job_name": job.job_name,
                     "train": [
                         "olmo",
@@ -186,7 +204,8 @@ def launch(prof: Profile, job: JobSpec, dry_run: bool = False, wait: bool = Fals
         if conf is None:
             raise OlmoError("--cluster local: no local cluster found; run `olmo cluster up` first")
         os.environ["SLURM_CONF"] = str(conf)
-    ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    python = executor_python(prof)
+    ex = submitit.AutoExecutor(folder=folder, cluster="slurm", **_python_kwarg(python))
     ex.update_parameters(name=job.job_name, **params)
     j = ex.submit(TrainTask(prof, job))
     print(f"submitted job {j.job_id}")
@@ -196,6 +215,10 @@ def launch(prof: Profile, job: JobSpec, dry_run: bool = False, wait: bool = Fals
         wait_finished(j, params["nodes"] * params["tasks_per_node"])
         print(json.dumps(j.results()))
     return 0
+
+
+def _python_kwarg(python: str | None) -> dict[str, str]:
+    return {"slurm_python": python} if python else {}
 
 
 def wait_finished(job: Any, ntasks: int, poll_s: float = 2.0) -> None:

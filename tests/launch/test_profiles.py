@@ -13,16 +13,17 @@ import pytest
 from olmo.errors import OlmoError
 from olmo.launch.profile import cluster_dir, load_profile, repo_root
 from olmo.launch.sbatch import JobSpec, render, write_references
-from olmo.launch.submit import _minutes, device_env, executor_params
+from olmo.launch.submit import _minutes, device_env, executor_params, executor_python
 
 LUMI_SITE = ["slurm.account=project_465000123", "container.image=/project/olmo.sif"]
+A100_SITE = ["slurm.account=x", "container.image=/x.sif", "env.GLOO_SOCKET_IFNAME=ib0"]
 
 
 def test_shipped_profiles_load():
     lumi = load_profile("lumi", LUMI_SITE)
     assert lumi.devices.kind == "rocm" and lumi.devices.per_node == 8
     assert lumi.slurm.cpus_per_task == 7 and lumi.slurm.cpu_bind.startswith("mask_cpu:")
-    a100 = load_profile("a100", ["slurm.account=x", "container.image=/x.sif"])
+    a100 = load_profile("a100", A100_SITE)
     assert a100.devices.kind == "cuda" and a100.container.gpu_flag == "--nv"
     local = load_profile("local")
     assert local.container.runtime == "none" and local.energy.pue == 1.1
@@ -83,30 +84,61 @@ def test_rendered_script_has_restart_options():
     assert "--energy.pue=1.1" in args and "--energy.carbon_intensity_g_per_kwh=475.0" in args
     assert "OLMO=(srun --wait=60 --ntasks-per-node=1" in text
     assert "  python -m olmo)" in text  # no container on the local cluster
-    assert "doctor --expect-devices 1 --kind cpu" in text
+    assert "doctor --expect-devices=1 --kind=cpu --transport=sockets --size-mb=16" in text
 
 
 def test_container_lines():
     lumi = (repo_root() / "slurm" / "lumi.sbatch").read_text()
     assert (
         '  singularity exec -B "$PWD,/pfs,/scratch,/projappl,/project,/flash,/var/spool/slurmd,'
-        '/opt/cray/,/usr/lib64/libcxi.so.1,/usr/lib64/libjansson.so.4" '
-        "/project/project_465000000/olmo-rocm.sif python -m olmo)"
+        '/opt/cray/,/usr/lib64/libcxi.so.1,/usr/lib64/libjansson.so.4,/usr/lib64/libjson-c.so.3" '
+        "/project/project_465000000/olmo-rocm.sif olmo-entrypoint python -m olmo)"
     ) in lumi
     assert "--distribution=block:block '--cpu-bind=mask_cpu:fe000000000000," in lumi
-    assert "export SINGULARITYENV_LD_LIBRARY_PATH=/opt/cray/libfabric" in lumi
+    # The image's LD_LIBRARY_PATH (with the RCCL OFI plugin dir) is kept, never replaced.
+    assert "ENV_LD_LIBRARY_PATH" not in lumi and "module load" not in lumi
+    assert 'export OLMO_HOST_LD_LIBRARY_PATH="$OLMO_LIBFABRIC:/opt/cray/pe/lib64' in lumi
+    assert "export NCCL_NET='AWS Libfabric'" in lumi and "--transport=ofi" in lumi
     a100 = (repo_root() / "slurm" / "a100.sbatch").read_text()
-    assert '  apptainer exec --nv -B "$PWD" "$HOME/olmo-cuda.sif" python -m olmo)' in a100
+    assert (
+        '  apptainer exec --nv -B "$PWD" "$HOME/olmo-cuda.sif" olmo-entrypoint python -m olmo)'
+    ) in a100
+    assert "export NCCL_NET=IB" in a100 and "--gpu-bind=closest" in a100
+    assert "export TORCH_NCCL_TRACE_BUFFER_SIZE=2000" in a100
     bare = render(
-        load_profile("a100", ["slurm.account=x", "container.runtime=none"]),
+        load_profile("a100", [*A100_SITE, "container.runtime=none"]),
         JobSpec("c.yaml", "runs/c"),
     )
     assert "  python -m olmo)" in bare and "apptainer" not in bare
     params = executor_params(load_profile("lumi", LUMI_SITE))
-    assert params["slurm_python"].startswith('singularity exec -B "$PWD,/pfs,')
-    assert params["slurm_python"].endswith(" /project/olmo.sif python")
+    assert "slurm_python" not in params  # a constructor argument of the executor
+    python = executor_python(load_profile("lumi", LUMI_SITE))
+    assert python.startswith('singularity exec -B "$PWD,/pfs,')
+    assert python.endswith(" /project/olmo.sif olmo-entrypoint python")
     assert params["slurm_additional_parameters"]["requeue"] is True
     assert params["tasks_per_node"] == 8 and params["slurm_signal_delay_s"] == 300
+
+
+@pytest.mark.parametrize("name", ["lumi", "a100"])
+def test_container_profiles_build_a_submitit_executor(name: str, tmp_path: Path):
+    """What `olmo launch` does before submitting (submitit 1.5 raised NameError for a
+    container profile's python passed to update_parameters)."""
+    import submitit
+
+    prof = load_profile(name, LUMI_SITE if name == "lumi" else A100_SITE)
+    ex = submitit.AutoExecutor(tmp_path, cluster="slurm", slurm_python=executor_python(prof))
+    ex.update_parameters(name="x", **executor_params(prof))
+    assert ex._executor.python == executor_python(prof)
+
+
+def test_profile_env_keys_and_library_path(tmp_path: Path):
+    with pytest.raises(OlmoError, match=r"env key 'A B' is not a valid variable name"):
+        load_profile("local", ["env={'A B': x}"])
+    with pytest.raises(OlmoError, match=r"SINGULARITYENV_LD_LIBRARY_PATH replaces the image's"):
+        load_profile("local", ["env.SINGULARITYENV_LD_LIBRARY_PATH=/opt/x"])
+    old = load_profile("local", ["doctor=false"])  # the old boolean form still works
+    assert old.doctor.enabled is False
+    assert "doctor" not in render(old, JobSpec("c.yaml", "runs/c")).split("OLMO=(")[1]
 
 
 def test_device_env_per_task():
