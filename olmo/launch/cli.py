@@ -38,16 +38,22 @@ def split_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> lis
 
 
 def job_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """The profile and the job, both checked as `olmo train` and SLURM would check them, so a
+    mistake fails here rather than hours later in the queue (data paths are not checked: they
+    may exist only on the cluster)."""
     from olmo.launch.profile import load_profile
     from olmo.launch.sbatch import JobSpec
+    from olmo.launch.shellsafe import check_literal
 
     overrides = split_args(args, parser)
+    for value in [args.config, args.run_dir, args.job_name, *overrides, *args.set]:
+        if value is not None:
+            check_literal(value, "argument")
     sets = list(args.set)
     if args.nodes is not None:
         sets.append(f"slurm.nodes={args.nodes}")
-    if args.time is not None:
-        sets.append(f"slurm.time='{args.time}'")
-    prof = load_profile(args.cluster, sets)
+    exact = {"slurm": {"time": args.time}} if args.time is not None else None
+    prof = load_profile(args.cluster, sets, exact)
     stem = Path(args.config).stem
     job = JobSpec(
         config=args.config,
@@ -55,7 +61,18 @@ def job_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
         overrides=overrides,
         job_name=args.job_name or f"olmo-{stem}",
     )
+    check_training_config(prof, job)
     return prof, job
+
+
+def check_training_config(prof, job) -> None:
+    """The config and every override `olmo train` will get, with `olmo train`'s own errors."""
+    from olmo.config.schema import load_config
+    from olmo.launch.command import train_overrides
+
+    if not Path(job.config).is_file():
+        raise OlmoError(f"{job.config}: no such config file")
+    load_config(job.config, train_overrides(prof, job))
 
 
 def _sbatch(args: argparse.Namespace) -> int:

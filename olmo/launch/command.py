@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import shlex
 
 from olmo.launch.profile import Profile
+from olmo.launch.shellsafe import Expand, shell_join, shell_word
+
+__all__ = ["Expand", "shell_join", "shell_word"]
 
 
 def container_prefix(prof: Profile) -> list[str]:
@@ -20,9 +22,9 @@ def container_prefix(prof: Profile) -> list[str]:
     if c.gpu_flag:
         cmd.append(c.gpu_flag)
     if c.binds:
-        cmd += ["-B", ",".join(c.binds)]
+        cmd += ["-B", Expand(",".join(c.binds))]
     assert c.image is not None  # checked when the profile loads
-    return [*cmd, c.image, *([c.entrypoint] if c.entrypoint else [])]
+    return [*cmd, Expand(c.image), *([c.entrypoint] if c.entrypoint else [])]
 
 
 # NCCL_NET names of the transports (NCCL/RCCL fail at init when the named net is missing
@@ -33,13 +35,13 @@ NCCL_NET = {"ofi": "AWS Libfabric", "ib": "IB", "sockets": "Socket"}
 def task_env(prof: Profile) -> dict[str, str]:
     """Environment exported in the batch script for srun, the container runtime and every task
     (values may use $VARS, expanded by the batch shell on the node)."""
-    env = {"OMP_NUM_THREADS": "$SLURM_CPUS_PER_TASK"}
+    env = {"OMP_NUM_THREADS": Expand("$SLURM_CPUS_PER_TASK")}
     if prof.devices.kind != "cpu" and prof.doctor.transport in NCCL_NET:
         env["NCCL_NET"] = NCCL_NET[prof.doctor.transport]
-    env.update(prof.env)
+    env.update({k: Expand(str(v)) for k, v in prof.env.items()})
     if prof.container.runtime != "none" and prof.container.host_libs:
         # Read by the image's entrypoint, which puts them before the image's own dirs.
-        env["OLMO_HOST_LD_LIBRARY_PATH"] = ":".join(prof.container.host_libs)
+        env["OLMO_HOST_LD_LIBRARY_PATH"] = Expand(":".join(prof.container.host_libs))
     env["OLMO_MAX_RESTARTS"] = str(prof.restart.max_restarts)
     return env
 
@@ -72,14 +74,8 @@ def energy_overrides(prof: Profile) -> list[str]:
     ]
 
 
-def shell_word(word: str) -> str:
-    """Quote for bash but keep $VARS expandable: double quotes when the word uses a variable."""
-    if "$" in word and not any(ch in word for ch in '"`\\'):
-        return f'"{word}"'
-    if "," in word and "'" not in word:  # a bare comma reads like a mistyped array separator
-        return f"'{word}'"
-    return shlex.quote(word)
-
-
-def shell_join(words: list[str]) -> str:
-    return " ".join(shell_word(w) for w in words)
+def train_overrides(prof: Profile, job) -> list[str]:
+    """What every launcher passes to `olmo train` after the config: the walltime margin, the
+    site's energy facts, then the user's overrides (which win)."""
+    margin = f"--train.walltime_margin_s={prof.slurm.signal_margin_s}"
+    return [margin, *energy_overrides(prof), *job.overrides]

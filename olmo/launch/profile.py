@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from olmo.config.loader import deep_merge, from_dict, parse_overrides, read_yaml
 from olmo.errors import OlmoError
+from olmo.launch.shellsafe import check_expandable, check_literal
+from olmo.slurm import walltime_seconds
 
 REQUIRED = "REQUIRED"
 """Placeholder in a shipped profile for a value every site must set (e.g. the account)."""
@@ -206,12 +208,18 @@ def _read(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any]
     return data, str(path)
 
 
-def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profile:
-    """Load a profile by name (cluster/NAME.yaml) or path, apply `key=value` overrides, check it."""
+def load_profile(
+    name_or_path: str, overrides: list[str] | None = None, exact: dict | None = None
+) -> Profile:
+    """Load a profile by name (cluster/NAME.yaml) or path, apply `key=value` overrides (values
+    parsed as YAML) and `exact` values (taken as they are, e.g. --time), check it."""
     data, source = _read(name_or_path)
     if overrides:
         data = deep_merge(data, parse_overrides(overrides))
         source += " + --set"
+    if exact:
+        data = deep_merge(data, exact)
+        source += " + options"
     data.setdefault("name", Path(name_or_path).stem)
     missing = _missing(Profile, data, "")
     if missing:
@@ -233,7 +241,33 @@ def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profi
         raise OlmoError(f"{source}: container.image is required when container.runtime is set")
     if prof.devices.per_node < 1 or prof.slurm.nodes < 1:
         raise OlmoError(f"{source}: devices.per_node and slurm.nodes must be ≥ 1")
+    check_values(prof, source)
     return prof
+
+
+def check_values(prof: Profile, source: str) -> None:
+    """Every value that reaches a batch script: `$VAR` expansion only where it is documented
+    (env values, binds, image, host_libs), literal text without control characters elsewhere;
+    walltimes in a format SLURM takes."""
+    c, s = prof.container, prof.slurm
+    expandable = [(f"env.{k}", str(v)) for k, v in prof.env.items()]
+    expandable += [("container.binds", b) for b in c.binds]
+    expandable += [("container.host_libs", d) for d in c.host_libs]
+    expandable += [("container.image", c.image)]
+    literal = [("python", prof.python), ("log_dir", prof.log_dir), ("slurm.extra", s.extra)]
+    literal += [("container.gpu_flag", c.gpu_flag), ("container.entrypoint", c.entrypoint)]
+    for k in ("partition", "account", "mem", "distribution", "cpu_bind", "gpu_bind"):
+        literal.append((f"slurm.{k}", getattr(s, k)))
+    for key, value in expandable:
+        if value is not None:
+            check_expandable(value, f"{source}: {key}")
+    for key, value in literal:
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None:
+                check_literal(str(v), f"{source}: {key}")
+    walltime_seconds(s.time, f"{source}: slurm.time")
+    if s.time_min:
+        walltime_seconds(s.time_min, f"{source}: slurm.time_min")
 
 
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -10,12 +10,13 @@ from pathlib import Path
 from olmo.errors import OlmoError
 from olmo.fsutil import atomic_write_text
 from olmo.launch.command import (
+    Expand,
     doctor_args,
-    energy_overrides,
     olmo_command,
     shell_join,
     shell_word,
     task_env,
+    train_overrides,
 )
 from olmo.launch.profile import Profile
 
@@ -67,7 +68,7 @@ def srun_words(prof: Profile) -> list[str]:
         "srun",
         f"--wait={s.task_exit_wait_s}",
         f"--ntasks-per-node={prof.devices.per_node}",
-        "--cpus-per-task=$SLURM_CPUS_PER_TASK",
+        Expand("--cpus-per-task=$SLURM_CPUS_PER_TASK"),
     ]
     if s.distribution:
         words.append(f"--distribution={s.distribution}")
@@ -91,12 +92,12 @@ def render(prof: Profile, job: JobSpec) -> str:
     if prof.setup:
         lines += ["# Site setup", *prof.setup, ""]
     lines += ["# Environment of every task"]
-    lines += [f"export {k}={shell_word(str(v))}" for k, v in task_env(prof).items()]
-    margin = f"--train.walltime_margin_s={prof.slurm.signal_margin_s}"
-    train = [margin, *energy_overrides(prof), *job.overrides]
+    lines += [f"export {k}={shell_word(v)}" for k, v in task_env(prof).items()]
+    train = train_overrides(prof, job)
     lines += [
         "",
-        f'RUN_DIR="${{OLMO_RUN_DIR:-{job.run_dir}}}"',
+        f"RUN_DIR={shell_word(job.run_dir)}",
+        'RUN_DIR="${OLMO_RUN_DIR:-$RUN_DIR}"',
         f"CONFIG={shell_word(job.config)}",
         f"REQUEUE_ON_CRASH={int(prof.restart.requeue_on_crash)}",
         f"OLMO=({shell_join(srun_words(prof))}",

@@ -20,14 +20,15 @@ from olmo.errors import OlmoError
 from olmo.launch.command import (
     container_prefix,
     doctor_args,
-    energy_overrides,
     shell_join,
     shell_word,
     task_env,
+    train_overrides,
 )
 from olmo.launch.profile import Profile
 from olmo.launch.restart import note_attempt_nodes, requeue_job, restart_limit_message
 from olmo.launch.sbatch import JobSpec
+from olmo.slurm import walltime_minutes
 
 REQUEUE_EXIT_CODE = 75
 
@@ -81,8 +82,7 @@ class TrainTask:
             raise OlmoError(f"pre-flight check failed (node {env.hostname}: see the log)")
 
     def train_overrides(self) -> list[str]:
-        margin = f"--train.walltime_margin_s={self.prof.slurm.signal_margin_s}"
-        return [margin, *energy_overrides(self.prof), *self.job.overrides]
+        return train_overrides(self.prof, self.job)
 
     def _requeue(self, env: Any) -> None:
         """Rank 0 requeues (unless the restart limit is reached); every rank leaves no result."""
@@ -124,7 +124,7 @@ def executor_params(prof: Profile) -> dict[str, Any]:
         "nodes": s.nodes,
         "tasks_per_node": prof.devices.per_node,
         "cpus_per_task": s.cpus_per_task,
-        "timeout_min": _minutes(s.time),
+        "timeout_min": walltime_minutes(s.time),
         "slurm_signal_delay_s": s.signal_margin_s,
         "slurm_srun_args": srun_args,
         "slurm_additional_parameters": extra,
@@ -132,7 +132,7 @@ def executor_params(prof: Profile) -> dict[str, Any]:
         # (SINGULARITYENV_*) as well as every task.
         "slurm_setup": [
             *prof.setup,
-            *(f"export {k}={shell_word(str(v))}" for k, v in task_env(prof).items()),
+            *(f"export {k}={shell_word(v)}" for k, v in task_env(prof).items()),
         ],
     }
     if s.partition:
@@ -149,20 +149,6 @@ def executor_python(prof: Profile) -> str | None:
     constructor: submitit's update_parameters rejects `python`)."""
     prefix = container_prefix(prof)
     return shell_join([*prefix, prof.python]) if prefix else None
-
-
-def _minutes(walltime: str) -> int:
-    """SLURM time 'D-HH:MM:SS' / 'HH:MM:SS' / 'MM' → minutes (rounded up)."""
-    days, _, rest = walltime.rpartition("-")
-    parts = [int(p) for p in rest.split(":")]
-    if len(parts) == 1:
-        secs = parts[0] * 60
-    else:
-        while len(parts) < 3:
-            parts.insert(0, 0)
-        secs = parts[0] * 3600 + parts[1] * 60 + parts[2]
-    secs += int(days or 0) * 86400
-    return max(1, -(-secs // 60))
 
 
 def launch(prof: Profile, job: JobSpec, dry_run: bool = False, wait: bool = False) -> int:

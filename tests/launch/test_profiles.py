@@ -13,7 +13,8 @@ import pytest
 from olmo.errors import OlmoError
 from olmo.launch.profile import cluster_dir, load_profile, repo_root
 from olmo.launch.sbatch import JobSpec, render, write_references
-from olmo.launch.submit import _minutes, device_env, executor_params, executor_python
+from olmo.launch.submit import device_env, executor_params, executor_python
+from olmo.slurm import walltime_minutes
 
 LUMI_SITE = ["slurm.account=project_465000123", "container.image=/project/olmo.sif"]
 A100_SITE = ["slurm.account=x", "container.image=/x.sif", "env.GLOO_SOCKET_IFNAME=ib0"]
@@ -145,12 +146,8 @@ def test_device_env_per_task():
     assert device_env("rocm", 3) == {"ROCR_VISIBLE_DEVICES": "3"}
     assert device_env("cuda", 5) == {"CUDA_VISIBLE_DEVICES": "5"}
     assert device_env("cpu", 0) == {}
-    assert [_minutes(t) for t in ("48:00:00", "1-00:00:00", "10", "00:00:30")] == [
-        2880,
-        1440,
-        10,
-        1,
-    ]
+    times = ("48:00:00", "1-00:00:00", "10", "00:00:30", "1-12", "1-2:30", "5:30")
+    assert [walltime_minutes(t) for t in times] == [2880, 1440, 10, 1, 2160, 1590, 6]
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
