@@ -95,6 +95,21 @@ def wait_for(pred, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def assert_resumed(run: Path, log: str, attempt: int) -> int:
+    """Attempt `attempt` started right after a committed checkpoint (not from scratch) and said
+    which one: its first step is that checkpoint's step + 1, and the log names the checkpoint."""
+    first = [r for r in read_metrics(run) if r["attempt"] == attempt][0]["step"]
+    found = [(p, int(s)) for p, s in re.findall(r"resumed from (\S+) at step (\d+)", log)]
+    assert (str(run / "checkpoints" / f"step{first - 1}"), first - 1) in found, (first, found)
+    assert first > 1, "the requeued job started again from step 1"
+    return first
+
+
+def node_state(node: str) -> str:
+    out = subprocess.run(["sinfo", "-h", "-n", node, "-o", "%T"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
 def committed(run: Path, step: int) -> bool:
     return (run / "checkpoints" / f"step{step}" / "COMMITTED.json").exists()
 
@@ -148,14 +163,19 @@ def test_node_failure_requeues_resumes_and_matches(healthy_cluster, reference, t
         lambda: [r for r in read_metrics(run) if r["attempt"] == 2], 180, "a resumed step"
     )[0]
     resume_s = first["time"] - t_kill
-    # The failed node comes back; preempt the job (USR2): it must requeue without that node.
+    log_path = tmp_path / f"run-{job}.out"
+    assert_resumed(run, log_path.read_text(), 2)
+    # The failed node comes back (idle, so it could be allocated); preempt the job (USR2): it
+    # must requeue without that node.
     subprocess.run(
         ["bash", str(repo_root() / "cluster/local/up.sh"), "--root", str(healthy_cluster)],
         capture_output=True,
         check=True,
     )
+    wait_for(lambda: node_state(node) in ("idle", "mixed"), 60, f"{node} idle again")
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
     wait_gone(job, 240)
+    assert_resumed(run, log_path.read_text(), 3)
     assert sacct_state(job) == "COMPLETED"
     assert (run / "failed_nodes.txt").read_text().split() == [node]
     nodelists = (run / "slurm_nodes.txt").read_text().split()
@@ -203,6 +223,8 @@ def test_preemption_scontrol_requeue_and_submitit_interrupt(healthy_cluster, ref
     assert result_of(run, job)[0] == "success"
     metrics = assert_every_step_once(run)
     assert {r["attempt"] for r in metrics} == {1, 2, 3}
+    log = "\n".join(p.read_text() for p in (run / "slurm").glob(f"{job}_*_log.*"))
+    assert assert_resumed(run, log, 2) < assert_resumed(run, log, 3)
     assert digest(run) == digest(reference[0])
     lines = (run / "attempts.jsonl").read_text().splitlines()
     counts = [json.loads(x)["slurm_restart_count"] for x in lines]
