@@ -1,17 +1,45 @@
 #!/usr/bin/env bash
 # Entrypoint of both images (installed as /usr/local/bin/olmo-entrypoint): sets per-job runtime
 # state, then execs the command. Docker runs it as ENTRYPOINT; Apptainer runs it as %runscript, and
-# `apptainer exec IMAGE olmo-entrypoint CMD...` runs it in front of any command.
+# `apptainer exec IMAGE olmo-entrypoint CMD...` runs it in front of any command. It runs as whoever
+# started the container (Singularity ignores the image's USER) and needs no root: it writes only
+# under $TMPDIR (default /tmp).
 set -euo pipefail
+
+die() {
+  echo "olmo-entrypoint: $*" >&2
+  exit 2
+}
+
+# A directory MIOpen may use: ours, not a symlink, not writable by group or others. A path that
+# does not exist yet is created private (mode 700); one that exists is checked, never trusted:
+# /tmp is shared, and whoever creates a predictable name there first owns it.
+private_dir() {
+  local var="$1" dir="${!1}" owner mode
+  if [[ ! -e "$dir" && ! -L "$dir" ]]; then
+    mkdir -p -- "$(dirname -- "$dir")"
+    mkdir -m 700 -- "$dir" 2>/dev/null || true # lost a race: the checks below decide
+  fi
+  [[ ! -L "$dir" ]] || die "$var=$dir is a symlink: refusing it"
+  [[ -d "$dir" ]] || die "$var=$dir is not a directory"
+  read -r owner mode < <(stat -c '%u %a' -- "$dir")
+  [[ "$owner" == "$(id -u)" ]] || die "$var=$dir belongs to uid $owner, not to uid $(id -u): refusing it"
+  (((8#$mode & 8#022) == 0)) || die "$var=$dir is writable by group or others (mode $mode): refusing it"
+}
 
 if [[ "${OLMO_IMAGE_VENDOR:-}" == rocm ]]; then
   # MIOpen's kernel database must be per job: a shared one on a parallel file system is corrupted
-  # by concurrent writers, and $HOME is often not writable from compute nodes.
-  job="${SLURM_JOB_ID:-pid$$}"
-  user="${USER:-$(id -un 2>/dev/null || id -u)}"
-  export MIOPEN_USER_DB_PATH="${MIOPEN_USER_DB_PATH:-${TMPDIR:-/tmp}/$user-miopen-cache-$job}"
+  # by concurrent writers, and $HOME is often not writable from compute nodes. The launcher makes
+  # one per job (mktemp -d, removed when the job ends) and passes it in; without one, this process
+  # gets a private directory of its own (unpredictable name, mode 700; left behind on exit).
+  if [[ -z "${MIOPEN_USER_DB_PATH:-}" ]]; then
+    MIOPEN_USER_DB_PATH="$(mktemp -d "${TMPDIR:-/tmp}/olmo-miopen-${SLURM_JOB_ID:-$$}-XXXXXXXX")" ||
+      die "cannot create a private MIOpen cache directory under ${TMPDIR:-/tmp}"
+  fi
+  export MIOPEN_USER_DB_PATH
   export MIOPEN_CUSTOM_CACHE_DIR="${MIOPEN_CUSTOM_CACHE_DIR:-$MIOPEN_USER_DB_PATH}"
-  mkdir -p "$MIOPEN_USER_DB_PATH" "$MIOPEN_CUSTOM_CACHE_DIR"
+  private_dir MIOPEN_USER_DB_PATH
+  [[ "$MIOPEN_CUSTOM_CACHE_DIR" == "$MIOPEN_USER_DB_PATH" ]] || private_dir MIOPEN_CUSTOM_CACHE_DIR
 
   # Apptainer lets the host replace LD_LIBRARY_PATH (LUMI profiles put Cray libfabric there), so
   # the RCCL network plugin directory is added back here rather than trusted to the image ENV.
@@ -19,18 +47,6 @@ if [[ "${OLMO_IMAGE_VENDOR:-}" == rocm ]]; then
   if [[ -d "$plugin" && ":${LD_LIBRARY_PATH:-}:" != *":$plugin:"* ]]; then
     export LD_LIBRARY_PATH="$plugin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   fi
-fi
-
-# Host library dirs named by the cluster profile (container.host_libs, e.g. Cray libfabric on
-# LUMI) go before the image's own dirs, which stay: SINGULARITYENV_LD_LIBRARY_PATH would replace
-# them. Empty entries are dropped (an empty entry means the current directory to ld.so).
-if [[ -n "${OLMO_HOST_LD_LIBRARY_PATH:-}" ]]; then
-  host=""
-  IFS=: read -ra dirs <<<"$OLMO_HOST_LD_LIBRARY_PATH"
-  for d in "${dirs[@]}"; do
-    [[ -n "$d" ]] && host="${host:+$host:}$d"
-  done
-  [[ -z "$host" ]] || export LD_LIBRARY_PATH="$host${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
 [[ $# -gt 0 ]] || set -- olmo env

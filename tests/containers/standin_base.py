@@ -2,8 +2,10 @@
 
 The real bases (versions.env) cannot be pulled here. This one holds what the Dockerfiles' steps
 use from a base: a Python with torch and the package's dependencies (this venv's, copied), pip and
-setuptools, bash and the few tools the RUN steps call, and useradd/groupadd. `podman import` turns
-the tree into a local image that `containers/build.sh --base` builds FROM.
+setuptools, bash and the few tools the RUN steps call, and useradd/groupadd. Its `apt-get` only
+writes its arguments to APT_LOG (nothing can be fetched here), so a test can check what the
+Dockerfile installs. `podman import` turns the tree into a local image that `containers/build.sh
+--base` builds FROM.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ PREFIX = Path("/opt/python")
 TOOLS = ["sh", "bash", "mkdir", "rm", "chmod", "head", "dirname", "basename", "mktemp", "id"]
 TOOLS += ["env", "useradd", "groupadd"]
 PATH = f"{PREFIX}/bin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+APT_LOG = "/var/log/standin-apt-get.log"
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -89,8 +92,11 @@ def build_rootfs(root: Path) -> None:
     shutil.copy2("/etc/login.defs", root / "etc" / "login.defs")
     (root / "etc/ld.so.conf").write_text(f"{PREFIX}/lib\n")
     subprocess.run(["ldconfig", "-r", str(root)], check=True)
-    for d in ("tmp", "home", "root"):
-        (root / d).mkdir(exist_ok=True)
+    for d in ("tmp", "home", "root", "var/log"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    apt = root / "usr/bin/apt-get"
+    apt.write_text(f'#!/bin/sh\necho "$*" >>{APT_LOG}\n')
+    apt.chmod(0o755)
     os.chmod(root / "tmp", 0o1777)
 
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from .common import CONTAINERS, ROOT, sh, versions
-from .standin_base import build_rootfs, import_image
+from .standin_base import APT_LOG, build_rootfs, import_image
 
 pytestmark = [
     pytest.mark.slow,
@@ -98,6 +98,16 @@ def test_wheel_installed_without_source_tree(rootfs):
     assert not list(site.glob("__editable__*"))
     for gone in ("src", "tmp/wheels", "root/.netrc", "root/.git-credentials"):
         assert not os.path.exists(f"{rootfs}/{gone}"), gone
+
+
+def test_runtime_stage_installs_infiniband_verbs_pinned(rootfs):
+    """The stand-in's apt-get records what Dockerfile.cuda asks for: the verbs library and the
+    mlx5 provider at the rdma-core version of versions.env."""
+    log = Path(rootfs, APT_LOG.lstrip("/")).read_text().splitlines()
+    pin = versions()["CUDA_RDMA_CORE_VERSION"]
+    [install] = [line.split() for line in log if line.startswith("install ")]
+    assert {f"libibverbs1={pin}", f"ibverbs-providers={pin}"} <= set(install), install
+    assert "--no-install-recommends" in install and "update" in log
 
 
 def test_olmo_env_inside_the_image_as_its_user(image, rootfs):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 import shutil
+import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +40,8 @@ def test_build_passes_every_pin_of_its_vendor(vendor):
     assert args["GIT_COMMIT"] in (before, head_commit())
     assert args["TORCH_VERSION"] == pins["TORCH_VERSION"]
     assert args[f"{prefix}_VERSION"] == pins[f"{prefix}_VERSION"]
+    mine = {k for k in pins if k.startswith(f"{prefix}_") and not k.startswith(f"{prefix}_BASE_")}
+    assert {k: args.get(k) for k in mine} == {k: pins[k] for k in mine}
     plugin = {"AWS_OFI_RCCL_COMMIT", "AWS_OFI_RCCL_REPO", "LIBFABRIC_VERSION", "LIBFABRIC_REPO"}
     assert plugin <= set(args) if vendor == "rocm" else not plugin & set(args)
     other = "ROCM" if vendor == "cuda" else "CUDA"
@@ -80,33 +86,100 @@ def test_bad_arguments_exit_2_with_one_line(args, message):
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def run_entrypoint(tmp_path, env: dict[str, str], *cmd: str) -> str:
+def entrypoint(tmp_path, env: dict[str, str], *cmd: str) -> subprocess.CompletedProcess:
+    """containers/entrypoint.sh under bash, with a scratch TMPDIR and nothing else inherited."""
     base = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "USER": "alice"}
-    proc = subprocess.run(
-        [ENTRYPOINT, *cmd], env={**base, **env}, capture_output=True, text=True, check=True
+    return subprocess.run(
+        ["bash", ENTRYPOINT, *cmd], env={**base, **env}, capture_output=True, text=True
     )
+
+
+def run_entrypoint(tmp_path, env: dict[str, str], *cmd: str) -> str:
+    proc = entrypoint(tmp_path, env, *cmd)
+    assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
 
-def test_rocm_entrypoint_sets_a_per_job_miopen_cache(tmp_path):
-    show = ("sh", "-c", 'echo "$MIOPEN_USER_DB_PATH|$MIOPEN_CUSTOM_CACHE_DIR|$LD_LIBRARY_PATH"')
+SHOW = ("sh", "-c", 'echo "$MIOPEN_USER_DB_PATH|$MIOPEN_CUSTOM_CACHE_DIR|$LD_LIBRARY_PATH"')
+ROCM = {"OLMO_IMAGE_VENDOR": "rocm", "SLURM_JOB_ID": "4242"}
+
+
+def test_rocm_entrypoint_keeps_the_plugin_on_ld_library_path(tmp_path):
     plugin = tmp_path / "plugin"
     plugin.mkdir()
-    env = {"OLMO_IMAGE_VENDOR": "rocm", "SLURM_JOB_ID": "4242", "OLMO_RCCL_PLUGIN_DIR": str(plugin)}
+    env = {**ROCM, "OLMO_RCCL_PLUGIN_DIR": str(plugin)}
     env["LD_LIBRARY_PATH"] = "/opt/cray/libfabric/lib64"
-    db, custom, ld = run_entrypoint(tmp_path, env, *show).strip().split("|")
-    assert db == custom == str(tmp_path / "alice-miopen-cache-4242")
-    assert (tmp_path / "alice-miopen-cache-4242").is_dir()
+    ld = run_entrypoint(tmp_path, env, *SHOW).strip().split("|")[2]
     # The plugin goes in front of the host's libfabric, once.
     assert ld == f"{plugin}:/opt/cray/libfabric/lib64"
     env["LD_LIBRARY_PATH"] = ld
-    assert run_entrypoint(tmp_path, env, *show).strip().split("|")[2] == ld
-    # Another job gets another cache; a path the profile sets is kept.
-    other = run_entrypoint(tmp_path, {**env, "SLURM_JOB_ID": "7"}, *show).split("|")[0]
-    assert other.endswith("alice-miopen-cache-7")
-    mine = str(tmp_path / "mine")
-    kept = run_entrypoint(tmp_path, {**env, "MIOPEN_USER_DB_PATH": mine}, *show).split("|")[:2]
-    assert kept == [mine, mine]
+    assert run_entrypoint(tmp_path, env, *SHOW).strip().split("|")[2] == ld
+
+
+def test_rocm_entrypoint_without_a_cache_makes_a_private_one(tmp_path):
+    """No MIOPEN_USER_DB_PATH: a fresh mktemp -d directory (mode 700, unpredictable name) under
+    $TMPDIR for each run, used for both MIOpen variables; never /tmp/$USER-miopen-cache-$JOB."""
+    runs = [run_entrypoint(tmp_path, ROCM, *SHOW).split("|")[:2] for _ in range(2)]
+    (db, custom), (db2, _) = runs
+    assert db == custom and db != db2
+    for path in (Path(db), Path(db2)):
+        assert path.parent == tmp_path and path.is_dir()
+        assert re.fullmatch(r"olmo-miopen-4242-\w{8}", path.name), path.name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
+        assert path.stat().st_uid == os.getuid()
+    assert not (tmp_path / "alice-miopen-cache-4242").exists()
+
+
+def test_rocm_entrypoint_takes_the_launchers_cache(tmp_path):
+    made = tmp_path / "olmo-miopen-4242-0123456789abcdef"  # as the job script's mktemp -d makes it
+    made.mkdir(mode=0o700)
+    env = {**ROCM, "MIOPEN_USER_DB_PATH": str(made)}
+    assert run_entrypoint(tmp_path, env, *SHOW).split("|")[:2] == [str(made), str(made)]
+    # On the job's other nodes the path does not exist yet: it is created private.
+    elsewhere = tmp_path / "node2" / "olmo-miopen-4242-0123456789abcdef"
+    env = {**ROCM, "MIOPEN_USER_DB_PATH": str(elsewhere)}
+    assert run_entrypoint(tmp_path, env, *SHOW).split("|")[:2] == [str(elsewhere)] * 2
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o700
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["node2", made.name]  # nothing else
+
+
+def refused(tmp_path, env: dict[str, str], why: str) -> None:
+    marker = tmp_path / "ran"
+    proc = entrypoint(tmp_path, {**ROCM, **env}, "touch", str(marker))
+    assert proc.returncode == 2, proc.stderr
+    assert why in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("olmo-entrypoint: ")
+    assert not marker.exists(), "the command ran with a cache directory others can write"
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o770, 0o702])
+def test_rocm_entrypoint_refuses_a_cache_others_can_write(tmp_path, mode):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    refused(tmp_path, {"MIOPEN_USER_DB_PATH": str(shared)}, "writable by group or others")
+    # The same check guards a separately set custom cache directory.
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    env = {"MIOPEN_USER_DB_PATH": str(mine), "MIOPEN_CUSTOM_CACHE_DIR": str(shared)}
+    refused(tmp_path, env, f"MIOPEN_CUSTOM_CACHE_DIR={shared} is writable by group or others")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a directory another user owns")
+def test_rocm_entrypoint_refuses_a_cache_another_user_made_first(tmp_path):
+    squatted = tmp_path / "olmo-miopen-4242-guessed"
+    squatted.mkdir(mode=0o700)
+    os.chown(squatted, 12345, 12345)
+    refused(tmp_path, {"MIOPEN_USER_DB_PATH": str(squatted)}, "belongs to uid 12345, not to uid 0")
+
+
+def test_rocm_entrypoint_refuses_a_symlink_or_a_file(tmp_path):
+    target = tmp_path / "target"
+    target.mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(target)
+    refused(tmp_path, {"MIOPEN_USER_DB_PATH": str(tmp_path / "link")}, "is a symlink")
+    (tmp_path / "file").write_text("")
+    refused(tmp_path, {"MIOPEN_USER_DB_PATH": str(tmp_path / "file")}, "is not a directory")
 
 
 def test_cuda_entrypoint_only_execs(tmp_path):

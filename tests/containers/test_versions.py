@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 
@@ -23,6 +24,9 @@ def test_versions_file_pins_everything_the_build_needs():
     assert pins["TORCH_VERSION"] in pins["ROCM_BASE_TAG"]
     assert f"cuda{pins['CUDA_VERSION']}" in pins["CUDA_BASE_TAG"]
     assert f"rocm{pins['ROCM_VERSION']}" in pins["ROCM_BASE_TAG"]
+    # A full commit (an abbreviation can become ambiguous); build-rccl-plugin.sh checks it too.
+    assert re.fullmatch(r"[0-9a-f]{40}", pins["AWS_OFI_RCCL_COMMIT"]), pins["AWS_OFI_RCCL_COMMIT"]
+    assert pins["CUDA_RDMA_CORE_VERSION"], "the CUDA image's libibverbs1 version is not pinned"
 
 
 def test_repository_passes():
