@@ -43,14 +43,21 @@ class FakeNvml:
 
 
 class FakeAmdSmi:
-    """amdsmi's surface. MI250X: readings live on even GCDs; odd GCDs read 0 / 'N/A'."""
+    """amdsmi's surface: one handle per GCD. A tick count of None makes the energy call raise
+    (unsupported), 'N/A' is read as such; a power of None makes the power call raise."""
 
-    def __init__(self, market_name: str, ticks: list[int], resolution: float = 15.3,
+    def __init__(self, market_name: str, ticks: list[int | str | None], resolution: float = 15.3,
                  power_w: list[object] | None = None, old_key: bool = False):  # fmt: skip
         self.market_name, self.ticks, self.resolution = market_name, ticks, resolution
         self.power_w = power_w if power_w is not None else [0] * len(ticks)
         self.old_key = old_key
+        self.reporting: list[int] = list(range(len(ticks)))
         self.energy_reads: list[int] = []
+
+    def burn(self, joules: list[float]) -> None:
+        """MI250X: every reporting GCD's counter advances by its package's (GCD // 2) joules."""
+        for g in self.reporting:
+            self.ticks[g] += round(joules[g // 2] / (self.resolution * 1e-6))
 
     def amdsmi_init(self):
         pass
@@ -66,11 +73,27 @@ class FakeAmdSmi:
 
     def amdsmi_get_energy_count(self, h):
         self.energy_reads.append(h)
+        if self.ticks[h] is None:
+            raise RuntimeError("AMDSMI_STATUS_NOT_SUPPORTED")
         key = "power" if self.old_key else "energy_accumulator"
         return {key: self.ticks[h], "counter_resolution": self.resolution, "timestamp": 0}
 
     def amdsmi_get_power_info(self, h):
+        if self.power_w[h] is None:
+            raise RuntimeError("AMDSMI_STATUS_NOT_SUPPORTED")
         return {"current_socket_power": "N/A", "average_socket_power": self.power_w[h]}
+
+
+def fake_mi250x(packages: int, reporting: str, silent: object, watts: float = 400.0) -> FakeAmdSmi:
+    """An MI250X node. Per package the `reporting` die ('even', 'odd', 'both', 'none') carries the
+    energy counter and power; a silent die's counter reads `silent` for good (0, 'N/A', None =
+    the call raises, or a constant count) and its power 0 W (a silent package: `watts` on even)."""
+    dies = {"even": (0,), "odd": (1,), "both": (0, 1), "none": ()}[reporting]
+    gcds = range(2 * packages)
+    api = FakeAmdSmi("AMD Instinct MI250X", [1_000_000 if g % 2 in dies else silent for g in gcds])
+    api.reporting = [g for g in gcds if g % 2 in dies]
+    api.power_w = [watts if g % 2 in (dies or (0,)) else 0 for g in gcds]
+    return api
 
 
 def make_powercap(root: Path, zones: dict[str, tuple[str, int, int]]) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from olmo.energy import choose
@@ -10,7 +12,8 @@ from olmo.energy.base import BackendUnavailable, Counter, UnavailableBackend
 from olmo.energy.choose import select_backend
 from olmo.energy.nvml import NvmlBackend
 from olmo.energy.rapl import RaplBackend
-from tests.energy.fakes import FakeAmdSmi, FakeNvml, make_powercap
+from olmo.energy.sampler import Sampler
+from tests.energy.fakes import FakeAmdSmi, FakeNvml, fake_mi250x, make_powercap
 
 
 def test_counter_wraps_at_max_range_and_never_goes_negative_on_reset():
@@ -51,22 +54,77 @@ def test_nvml_without_driver_is_unavailable_with_the_reason():
         NvmlBackend(FakeNvml([], []))
 
 
-def test_mi250x_power_is_attributed_per_package_from_the_even_gcd():
-    # 4 GCDs = 2 packages; odd GCDs report nothing useful (0 ticks, 0 W)
-    api = FakeAmdSmi("AMD Instinct MI250X", ticks=[1000, 0, 5000, 0], power_w=[400, 0, 380, 0])
+SILENT = {"zero": 0, "n/a": "N/A", "raises": None, "constant": 123_456}
+
+
+@pytest.mark.parametrize("silent", SILENT)
+@pytest.mark.parametrize("reporting", ["even", "odd"])
+def test_mi250x_package_energy_is_the_reporting_dies_delta(reporting, silent):
+    # 4 GCDs = 2 packages; per package one die reports (rocm_smi_lib #160, #149: not always even)
+    api = fake_mi250x(2, reporting, SILENT[silent], watts=400)
     b = AmdSmiBackend(api)
     assert [d.name for d in b.devices] == ["gpu-pkg0", "gpu-pkg1"]
     assert [d.info["gcds"] for d in b.devices] == [[0, 1], [2, 3]]
     assert [d.info["units"] for d in b.devices] == [2, 2]  # device-hours count GCDs
-    b.read()
-    api.ticks[0] += 100_000
-    api.ticks[2] += 200_000
-    api.ticks[1] += 999_999  # even if an odd GCD ever reported, it must not be counted twice
+    assert b.read()[0].energy_j == 0.0
+    api.burn([100.0, 200.0])
     r = b.read()
-    assert r[0].energy_j == pytest.approx(100_000 * 15.3e-6)  # ticks × µJ resolution → J
-    assert r[1].energy_j == pytest.approx(200_000 * 15.3e-6)
-    assert [x.power_w for x in r] == [400, 380]
-    assert set(api.energy_reads) == {0, 2}
+    assert [x.energy_j for x in r] == pytest.approx([100.0, 200.0], rel=1e-6)  # not 0, not 2×
+    assert [x.power_w for x in r] == [400, 400]  # the package's power, from whichever die has it
+    assert [d.info["reporting_gcd"] for d in b.devices] == api.reporting
+    reads = len(api.energy_reads)
+    api.burn([50.0, 50.0])
+    assert [x.energy_j for x in b.read()] == pytest.approx([150.0, 250.0], rel=1e-6)
+    assert api.energy_reads[reads:] == api.reporting  # once chosen, only the reporter is read
+
+
+def test_mi250x_package_whose_dies_both_advance_is_counted_once():
+    api = fake_mi250x(2, "both", 0)  # both dies carry the package's counter
+    b = AmdSmiBackend(api)
+    b.read()
+    api.burn([100.0, 200.0])
+    assert [x.energy_j for x in b.read()] == pytest.approx([100.0, 200.0], rel=1e-6)
+    assert [d.info["reporting_gcd"] for d in b.devices] == [0, 2]  # a tie: the even die
+    api.ticks[0] += round(5.0 / 15.3e-6)  # unequal: the die that advanced more is the package
+    api.ticks[1] += round(80.0 / 15.3e-6)
+    b2 = AmdSmiBackend(api)
+    b2.read()
+    api.ticks[0] += round(5.0 / 15.3e-6)
+    api.ticks[1] += round(80.0 / 15.3e-6)
+    assert b2.read()[0].energy_j == pytest.approx(80.0, rel=1e-6)
+    assert b2.devices[0].info["reporting_gcd"] == 1
+
+
+@pytest.mark.parametrize(("factor", "source"), [(1.0, "counter"), (50.0, "power")])
+def test_mi250x_counter_is_checked_against_integrated_power(factor, source):
+    # the odd die reports: its counter must meet the package's power in one Reading for the check
+    api = fake_mi250x(1, "odd", 0, watts=300)
+    s = Sampler(AmdSmiBackend(api), 0.1, sanity_window_s=0.5, trace_interval_s=1.0)
+    for i in range(11):  # 1 s at 300 W; the counter runs at `factor` × that
+        if i:
+            api.burn([factor * 300 * 0.1])
+        s._fold(i * 0.1, s.backend.read())
+    d = s.summary()["devices"]["gpu-pkg0"]
+    assert d["source"] == source and d["sanity"]["ratio"] == pytest.approx(factor, rel=1e-5)
+    assert d["energy_j"] == pytest.approx(300.0, rel=1e-5)
+    assert d["reporting_gcd"] == 1
+
+
+def test_mi250x_without_an_advancing_counter_warns_and_integrates_power(caplog):
+    api = fake_mi250x(1, "none", 0, watts=250)  # both dies stuck at 0; power still reported
+    now = [0.0]
+    s = Sampler(AmdSmiBackend(api, probe_s=0.3, clock=lambda: now[0]), 0.1, 0.5, 1.0)
+    with caplog.at_level(logging.WARNING, logger="olmo.energy"):
+        for i in range(11):
+            now[0] = i * 0.1
+            r = s.backend.read()
+            assert r[0].energy_j == (0.0 if now[0] < 0.3 else None)  # 0 J is exact until then
+            s._fold(now[0], r)
+    assert "neither GCD" in caplog.text and "gpu-pkg0" in caplog.text
+    d = s.summary()["devices"]["gpu-pkg0"]
+    assert d["reporting_gcd"] is None and d["source"] == "power"
+    assert d["energy_j"] == pytest.approx(250.0)
+    assert len(api.energy_reads) == 2 * 4  # both dies probed at 0–0.3 s, then left alone
 
 
 def test_single_gcd_amd_gpus_are_one_device_each_and_old_key_name_works():
