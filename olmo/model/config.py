@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from olmo.errors import OlmoError
+
+T = TypeVar("T")
 
 
 def round_up(x: float, multiple: int) -> int:
     return int(-(-x // multiple) * multiple)
 
 
+def _remembers_given_keys(cls: type[T]) -> type[T]:
+    """Wrap the dataclass __init__ so that an instance knows which keys its caller gave.
+
+    A preset must not override a given key even when its value equals the dataclass default
+    (`preset: olmo-7b` + `weight_tying: true`); the YAML + overrides reach the class as exactly
+    these keyword arguments (`config.loader.from_dict`). `dataclasses.replace` gives every key.
+    """
+    init = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self._given = frozenset(names[: len(args)]).union(kwargs)
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    return cls
+
+
+@_remembers_given_keys
 @dataclass
 class ModelConfig:
     preset: str | None = None
@@ -59,24 +83,35 @@ class ModelConfig:
     def padded_vocab_size(self) -> int:
         return round_up(self.vocab_size, self.vocab_multiple)
 
+    @property
+    def given_keys(self) -> frozenset[str]:
+        """Keys passed to the constructor (from YAML + overrides when loaded from a config)."""
+        return self._given  # type: ignore[attr-defined]
+
     def resolved(self) -> ModelConfig:
-        """Apply the preset, then the explicitly given keys (those that differ from defaults)."""
-        if self.preset is None:
-            return self
-        if self.preset not in PRESETS:
-            raise OlmoError(
-                f"model.preset: unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}"
-            )
-        base = PRESETS[self.preset]
-        defaults = ModelConfig()
-        changes = {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.name != "preset" and getattr(self, f.name) != getattr(defaults, f.name)
-        }
-        return dataclasses.replace(base, preset=self.preset, **changes)
+        """The preset's values overlaid with every explicitly given key, validated."""
+        cfg = self
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise OlmoError(
+                    f"model.preset: unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}"
+                )
+            given = {k: getattr(self, k) for k in self.given_keys}
+            cfg = ModelConfig(**{**dataclasses.asdict(PRESETS[self.preset]), **given})
+        cfg.validate()
+        return cfg
 
     def validate(self) -> None:
+        """One OlmoError naming the key for any size or constant the model cannot be built with."""
+        for key in _POSITIVE:
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):
+                raise OlmoError(f"model.{key} must be positive, got {value!r}")
+        if self.mlp_hidden_size is not None and self.mlp_hidden_size <= 0:
+            raise OlmoError(
+                f"model.mlp_hidden_size must be positive (or null for 8/3·d_model), "
+                f"got {self.mlp_hidden_size}"
+            )
         if self.d_model % self.n_heads:
             raise OlmoError(
                 f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"
@@ -85,16 +120,6 @@ class ModelConfig:
             raise OlmoError(
                 f"model: head dim {self.head_dim} must be even for RoPE; change model.n_heads"
             )
-        for key in (
-            "d_model",
-            "n_layers",
-            "n_heads",
-            "vocab_size",
-            "max_seq_len",
-            "loss_chunk_tokens",
-        ):
-            if getattr(self, key) <= 0:
-                raise OlmoError(f"model.{key} must be positive, got {getattr(self, key)}")
 
     def num_params(self, include_embedding: bool = True) -> int:
         """Closed-form parameter count (checked against the built model in tests)."""
@@ -108,6 +133,20 @@ class ModelConfig:
             total += emb if self.weight_tying else 2 * emb
         return total
 
+
+# Checked before anything divides by them (n_heads, vocab_multiple) or builds tensors of them.
+_POSITIVE = (
+    "d_model",
+    "n_layers",
+    "n_heads",
+    "vocab_size",
+    "vocab_multiple",
+    "max_seq_len",
+    "loss_chunk_tokens",
+    "rope_theta",
+    "layer_norm_eps",
+    "init_std",
+)
 
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(d_model=128, n_layers=4, n_heads=4, max_seq_len=512, weight_tying=True),
