@@ -41,12 +41,24 @@ if [[ "${OLMO_IMAGE_VENDOR:-}" == rocm ]]; then
   private_dir MIOPEN_USER_DB_PATH
   [[ "$MIOPEN_CUSTOM_CACHE_DIR" == "$MIOPEN_USER_DB_PATH" ]] || private_dir MIOPEN_CUSTOM_CACHE_DIR
 
-  # Apptainer lets the host replace LD_LIBRARY_PATH (LUMI profiles put Cray libfabric there), so
-  # the RCCL network plugin directory is added back here rather than trusted to the image ENV.
+  # A host that still sets SINGULARITYENV_LD_LIBRARY_PATH (an old site profile) replaces the
+  # image's value: add the RCCL network plugin directory back rather than trust the image ENV.
   plugin="${OLMO_RCCL_PLUGIN_DIR:-/opt/aws-ofi-rccl/lib}"
   if [[ -d "$plugin" && ":${LD_LIBRARY_PATH:-}:" != *":$plugin:"* ]]; then
     export LD_LIBRARY_PATH="$plugin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   fi
+fi
+
+# Host library dirs named by the cluster profile (container.host_libs, e.g. Cray libfabric on
+# LUMI) go before the image's own dirs, which stay. Empty entries are dropped: to ld.so an empty
+# entry means the current directory.
+if [[ -n "${OLMO_HOST_LD_LIBRARY_PATH:-}" ]]; then
+  host=""
+  IFS=: read -ra dirs <<<"$OLMO_HOST_LD_LIBRARY_PATH"
+  for d in "${dirs[@]}"; do
+    [[ -z "$d" ]] || host="${host:+$host:}$d"
+  done
+  [[ -z "$host" ]] || export LD_LIBRARY_PATH="$host${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
 [[ $# -gt 0 ]] || set -- olmo env

@@ -182,6 +182,18 @@ def test_rocm_entrypoint_refuses_a_symlink_or_a_file(tmp_path):
     refused(tmp_path, {"MIOPEN_USER_DB_PATH": str(tmp_path / "file")}, "is not a directory")
 
 
+@pytest.mark.parametrize("vendor", ["rocm", "cuda"])
+def test_entrypoint_puts_the_profiles_host_libs_first_without_empty_entries(tmp_path, vendor):
+    """container.host_libs arrive as OLMO_HOST_LD_LIBRARY_PATH (an unset $OLMO_LIBFABRIC leaves
+    an empty entry, which ld.so would read as the current directory)."""
+    env = {**ROCM, "OLMO_IMAGE_VENDOR": vendor, "OLMO_RCCL_PLUGIN_DIR": str(tmp_path / "none")}
+    env.update(OLMO_HOST_LD_LIBRARY_PATH=":/opt/cray/pe/lib64::/usr/lib64:", LD_LIBRARY_PATH="/img")
+    show = ("sh", "-c", 'echo "$LD_LIBRARY_PATH"')
+    assert run_entrypoint(tmp_path, env, *show).strip() == "/opt/cray/pe/lib64:/usr/lib64:/img"
+    env["OLMO_HOST_LD_LIBRARY_PATH"] = ":"
+    assert run_entrypoint(tmp_path, env, *show).strip() == "/img"
+
+
 def test_cuda_entrypoint_only_execs(tmp_path):
     out = run_entrypoint(tmp_path, {"OLMO_IMAGE_VENDOR": "cuda"}, "sh", "-c", "env")
     assert "MIOPEN" not in out and "LD_LIBRARY_PATH" not in out
