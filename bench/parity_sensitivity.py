@@ -1,7 +1,7 @@
 """How small a corruption the parity comparison catches: flip one mantissa bit of one weight.
 
 For bits 22 (the top mantissa bit) down to 12 of one element of `layers.1.feed_forward.proj.weight`
-in the small test model, compares the flipped fingerprint with the clean one under the fp32
+in the small test model (tests/helpers.py SMALL, as tests/parity/test_fingerprint.py uses), compares the flipped fingerprint with the clean one under the fp32
 tolerance and with `--require-bits`; appends one record per bit to
 bench/results/parity_sensitivity.jsonl and prints the smallest bit the tolerance catches.
 
@@ -20,10 +20,9 @@ from bench.common import append_result, environment  # noqa: E402
 from olmo.config.schema import load_config  # noqa: E402
 from olmo.parity.compare import DEFAULT_RTOL, compare  # noqa: E402
 from olmo.parity.fingerprint import FingerprintOptions, fingerprint  # noqa: E402
+from tests.helpers import SMALL  # noqa: E402  (the model tests/parity pins the threshold on)
 
 WEIGHT, INDEX = "layers.1.feed_forward.proj.weight", 100
-SMALL = ["--model.d_model=64", "--model.n_layers=2", "--model.n_heads=4", "--data.seq_len=32"]
-SMALL += ["--train.global_batch_size=8", "--train.micro_batch_size=4"]
 
 
 def main() -> int:
@@ -39,6 +38,7 @@ def main() -> int:
         loose, strict = compare(clean, flipped), compare(clean, flipped, require_bits=True)
         worst = max((r.rel for r in loose.rows), default=0.0)
         rec = {"benchmark": "parity_sensitivity", "weight": WEIGHT, "index": INDEX, "bit": bit}
+        rec["config"] = ["configs/tiny.yaml", *SMALL]
         rec.update(rtol=DEFAULT_RTOL["fp32"], caught_by_tolerance=not loose.passed)
         rec.update(caught_by_require_bits=not strict.passed, max_rel_diff=worst)
         append_result("parity_sensitivity", {**rec, **environment()})
