@@ -25,14 +25,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from common import environment
+from common import RESULTS_DIR, environment
 
 from olmo.checkpoint.checkpointer import Checkpointer
 from olmo.checkpoint.config import CheckpointConfig
 from olmo.model import ModelConfig, build_model
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results" / "checkpoint.jsonl"
+RESULTS = RESULTS_DIR / "checkpoint.jsonl"
 SIZES = {  # vocab 50,280 → 50,304 rows; tied embeddings
     "small": dict(d_model=192, n_layers=2, n_heads=3),  # ~10.6M
     "medium": dict(d_model=768, n_layers=8, n_heads=12),  # ~95M

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import environment
+from common import RESULTS_DIR, environment
 
 from olmo.data.corpus import bundled_corpus_path
 from olmo.data.dataset import TokenDataset
@@ -28,8 +28,7 @@ from olmo.data.loader import DataLoader
 from olmo.data.prepare import prepare_data, write_token_dir
 from olmo.tokenizer import load_tokenizer
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results" / "data_loader.jsonl"
+RESULTS = RESULTS_DIR / "data_loader.jsonl"
 
 
 def _synthetic_chunks(total: int, vocab: int, chunk: int = 2**24):

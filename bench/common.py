@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO / "bench" / "results"
+RESULTS_DIR = Path(os.environ.get("OLMO_BENCH_RESULTS") or REPO / "bench" / "results")
+"""Where results go; $OLMO_BENCH_RESULTS redirects them (gpu_all.sh --cpu, tests)."""
 
 
 def device_name(device: torch.device | None = None) -> str:
@@ -28,7 +29,13 @@ def device_name(device: torch.device | None = None) -> str:
 
 
 def git_commit() -> str:
-    """Short commit of the working tree, with "+dirty" when tracked files differ from it."""
+    """Short commit of the working tree, with "+dirty" when tracked files differ from it.
+
+    Where the tree is a copy without .git (a lent GPU machine), $OLMO_GIT_COMMIT (the commit
+    the copy was made from, as `olmo env` also reads it), else "unknown".
+    """
+    if os.environ.get("OLMO_GIT_COMMIT") or not (REPO / ".git").exists():
+        return os.environ.get("OLMO_GIT_COMMIT") or "unknown"
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
@@ -63,12 +70,17 @@ def append_result(name: str, record: dict[str, Any]) -> Path:
 
 
 def interleaved_windows(
-    steps: dict[str, Callable[[], None]], windows: int, steps_per_window: int, warmup: int
+    steps: dict[str, Callable[[], None]],
+    windows: int,
+    steps_per_window: int,
+    warmup: int,
+    sync: Callable[[], None] = lambda: None,
 ) -> dict[str, list[float]]:
     """Seconds per step of each callable, per window; the order alternates between windows.
 
     Interleaving exposes every contender to the same background load, so per-window ratios
-    stay meaningful on a shared machine.
+    stay meaningful on a shared machine. `sync` waits for queued device work (CUDA: every
+    window starts and ends on an idle device).
     """
     for fn in steps.values():
         for _ in range(warmup):
@@ -77,9 +89,11 @@ def interleaved_windows(
     out: dict[str, list[float]] = {n: [] for n in names}
     for w in range(windows):
         for name in names if w % 2 == 0 else reversed(names):
+            sync()
             t0 = time.perf_counter()
             for _ in range(steps_per_window):
                 steps[name]()
+            sync()
             out[name].append((time.perf_counter() - t0) / steps_per_window)
     return out
 
@@ -135,20 +149,23 @@ def compare_steps(
     models: dict[str, torch.nn.Module],
     n_tokens: int,
     timing: tuple[int, int, int],
+    check: dict[str, Callable[[], torch.Tensor]] | None = None,
+    sync: Callable[[], None] = lambda: None,
 ) -> tuple[dict[str, Callable[[], None]], dict[str, Any]]:
     """Ours vs one other model: equal losses checked, interleaved windows timed.
 
     losses/models: {"ours": ..., OTHER: ...}; timing: (windows, steps per window, warm-up).
+    check: the losses compared (default: `losses`; e.g. fp32 ones when the steps run in bf16).
     Returns the step callables and the record fields both benches share.
     """
     with torch.no_grad():
-        ours_loss, other_loss = (fn().item() for fn in losses.values())
+        ours_loss, other_loss = (fn().item() for fn in (check or losses).values())
     loss_diff = abs(ours_loss - other_loss)
     if loss_diff > 1e-4:
         raise SystemExit(f"{name}: losses differ by {loss_diff}; the models are not the same")
     steps = {k: make_step(models[k], fn) for k, fn in losses.items()}
     windows, steps_per_window, warmup = timing
-    times = interleaved_windows(steps, windows, steps_per_window, warmup)
+    times = interleaved_windows(steps, windows, steps_per_window, warmup, sync)
     ours_t, other_t = times.values()
     ratios = [o2 / o1 for o1, o2 in zip(ours_t, other_t, strict=True)]
     fields = {f"{k}_tokens_per_s": round(n_tokens / median(v), 1) for k, v in times.items()} | {
@@ -166,13 +183,18 @@ def comparison_main(
     description: str,
     configs: dict[str, Any],
     default: str,
-    bench_config: Callable[[str, int, int, int], dict[str, Any]],
+    bench_config: Callable[..., dict[str, Any]],
     other: str,
     result_name: str,
     small: str,
     extra: Callable[[], dict[str, Any]] = dict,
+    device_flags: bool = False,
 ) -> None:
-    """CLI of an ours-vs-`other` step benchmark: one record per config, printed and appended."""
+    """CLI of an ours-vs-`other` step benchmark: one record per config, printed and appended.
+
+    device_flags: also --device, --dtype, --batch and --seq-len, passed to bench_config as
+    keywords (device, dtype, batch, seq_len; None = the config's own batch and length).
+    """
     import argparse
 
     ap = argparse.ArgumentParser(description=description)
@@ -183,17 +205,39 @@ def comparison_main(
     )
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    if device_flags:
+        ap.add_argument("--device", default="cpu", help="cpu or cuda")
+        ap.add_argument(
+            "--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast, fp32 master"
+        )
+        ap.add_argument("--batch", type=int, help="instances per step (default: the config's)")
+        ap.add_argument("--seq-len", type=int, help="tokens per instance (default: the config's)")
     ap.add_argument("--no-record", action="store_true", help="print only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     key = other.lower().replace("-", "_")
+    device = torch.device(args.device if device_flags else "cpu")
+    kw = (
+        {"device": device, "dtype": args.dtype, "batch": args.batch, "seq_len": args.seq_len}
+        if device_flags
+        else {}
+    )
     for name in args.configs.split(","):
         spw = args.steps_per_window or (3 if name == small else 1)
-        rec = bench_config(name, args.windows, spw, args.warmup) | environment() | extra()
+        rec = bench_config(name, args.windows, spw, args.warmup, **kw)
+        rec |= environment(device) | extra()
         print(
             f"{name}: ours {rec['ours_tokens_per_s']:.0f} tok/s, {other} "
             f"{rec[f'{key}_tokens_per_s']:.0f} tok/s, ratio {rec['ratio']} "
-            f"(windows {rec['ratio_min_max']}), load {rec['load_avg']}"
+            f"(windows {rec['ratio_min_max']}), load {rec['load_avg']}, {rec['device']}"
         )
         if not args.no_record:
-            append_result(result_name, rec)
+            print(f"results → {append_result(result_name, rec)}")
+
+
+if __name__ == "__main__":
+    # `python bench/common.py [cpu|cuda]`: the fields every result carries, as one JSON object
+    # (bench/gpu_all.sh reads them once and stamps its per-part records with them).
+    import sys
+
+    print(json.dumps(environment(torch.device(sys.argv[1] if len(sys.argv) > 1 else "cpu"))))

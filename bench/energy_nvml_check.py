@@ -7,9 +7,13 @@ and compares the sum with energy.json's total. Goal: within 2%. The monitor's pe
 its power-integration fallback are reported too.
 
     python bench/energy_nvml_check.py [--config configs/tiny.yaml] [--steps 300] [KEY=VALUE ...]
+    python bench/energy_nvml_check.py --fake-nvml --steps 20 train.global_batch_size=4 ...
 
 Needs CUDA and NVML (one process; NVML sees every GPU of the node, the monitor measures them all).
-Appends a JSON line to bench/results/energy_nvml_check.jsonl.
+`--fake-nvml` (gpu_all.sh --cpu) trains on the CPU against a stand-in pynvml whose one device
+draws a constant 150 W: it checks the plumbing (monitor, energy.json, this comparison), not a
+counter, and its record says so (`nvml: "fake ..."`).
+Appends a JSON line to bench/results/energy_nvml_check.jsonl ($OLMO_BENCH_RESULTS redirects).
 """
 
 from __future__ import annotations
@@ -18,23 +22,57 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
-import pynvml
 import torch
 from common import append_result, environment
 
 from olmo.config.schema import load_config
 from olmo.energy.callback import EnergyMonitor
+from olmo.energy.nvml import NvmlBackend
 from olmo.train.callbacks import Callback
 from olmo.train.setup import build_components, default_callbacks
 from olmo.train.trainer import Trainer
 
+NVML: Any = None  # the pynvml module, or FakeNvml
+
+
+class FakeNvml:
+    """pynvml's calls for one device that draws FAKE_W watts from the moment it is created."""
+
+    FAKE_W = 150.0
+
+    def __init__(self):
+        self.t0 = time.monotonic()
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlShutdown(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def nvmlDeviceGetName(self, h):
+        return "fake NVML device (CPU fallback)"
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h):
+        return int(self.FAKE_W * 1000 * (time.monotonic() - self.t0))  # mJ
+
+    def nvmlDeviceGetPowerUsage(self, h):
+        return int(self.FAKE_W * 1000)  # mW
+
 
 def total_mj() -> int:
     return sum(
-        pynvml.nvmlDeviceGetTotalEnergyConsumption(pynvml.nvmlDeviceGetHandleByIndex(i))
-        for i in range(pynvml.nvmlDeviceGetCount())
+        NVML.nvmlDeviceGetTotalEnergyConsumption(NVML.nvmlDeviceGetHandleByIndex(i))
+        for i in range(NVML.nvmlDeviceGetCount())
     )
 
 
@@ -58,7 +96,8 @@ def run(args: argparse.Namespace, run_dir: Path) -> dict:
         cbs = default_callbacks(cfg, parts)
         before = total_mj()
         cfg.energy.enabled = True
-        mon = EnergyMonitor(cfg.energy, run_dir, parts.env, parts.attempt)
+        backend = NvmlBackend(api=NVML) if args.fake_nvml else None
+        mon = EnergyMonitor(cfg.energy, run_dir, parts.env, parts.attempt, backend)
         after = ReadAfter()
         cbs[:0] = [mon, after]
         Trainer(cfg, parts, cbs).fit()
@@ -71,14 +110,16 @@ def run(args: argparse.Namespace, run_dir: Path) -> dict:
     (node,) = energy["segments"][-1]["nodes"].values()
     return {
         "bench": "energy_nvml_check", "config": args.config, "steps": args.steps,
-        "gpus": pynvml.nvmlDeviceGetCount(), "reference_j": ref_j, "reported_j": ours,
+        "overrides": args.overrides,
+        "nvml": f"fake: one {FakeNvml.FAKE_W:g} W device (plumbing only)" if args.fake_nvml
+        else "pynvml", "gpus": NVML.nvmlDeviceGetCount(), "reference_j": ref_j, "reported_j": ours,
         "rel_error_pct": 100 * (ours - ref_j) / ref_j, "goal_pct": 2.0,
         "passed": abs(ours - ref_j) <= 0.02 * ref_j,
         "per_step_sum_j": sum(r.get("energy_j", 0.0) for r in steps),
         "duration_s": node["duration_s"], "mean_power_w": node["mean_power_w"],
         "devices": {k: {f: v.get(f) for f in ("energy_j", "source", "sanity")}
                     for k, v in node["devices"].items()},
-        **environment(torch.device("cuda")),
+        **environment(torch.device("cpu" if args.fake_nvml else "cuda")),
     }  # fmt: skip
 
 
@@ -87,12 +128,20 @@ def main() -> int:
     p.add_argument("--config", default="configs/tiny.yaml")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--run-dir", help="default: a temporary directory")
+    p.add_argument("--fake-nvml", action="store_true", help="CPU: a stand-in NVML (plumbing only)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.global_batch_size=64")
     args = p.parse_args()
-    if not torch.cuda.is_available():
-        print("needs a CUDA GPU (and NVML)", file=sys.stderr)
-        return 2
-    pynvml.nvmlInit()
+    global NVML
+    if args.fake_nvml:
+        NVML = FakeNvml()
+    else:
+        if not torch.cuda.is_available():
+            print("needs a CUDA GPU (and NVML); --fake-nvml checks the plumbing", file=sys.stderr)
+            return 2
+        import pynvml
+
+        NVML = pynvml
+    NVML.nvmlInit()
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="nvml-check-")) / "run"
     rec = run(args, run_dir)
     print(json.dumps(rec, indent=1))

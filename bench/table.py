@@ -23,7 +23,8 @@ Row = tuple[str, str, str]  # what, result, goal
 def _model_vs(other: str, key: str) -> Callable[[dict[str, Any]], Row]:
     def row(r: dict[str, Any]) -> Row:
         m, (b, t) = r["model"], r["batch"]
-        what = f"train step vs {other}, `{r['config']}` ({m['params'] / 1e6:.0f}M, batch {b}×{t})"
+        what = f"train step vs {other}, `{r['config']}` ({m['params'] / 1e6:.0f}M, batch {b}×{t}"
+        what += ")" if r.get("precision", "fp32") == "fp32" else f", {r['precision']})"
         res = f"{r['ours_tokens_per_s']:g} vs {r[key]:g} tok/s: **{r['ratio']}×**"
         res += f" (windows {r['ratio_min_max'][0]}–{r['ratio_min_max'][1]})"
         if "ratio_ceiling" in r:
@@ -68,6 +69,27 @@ def _energy(r: dict[str, Any]) -> Row:
     return what, f"{r['overhead_pct']:.2f}% of step time", f"< {r['goal_pct']}%"
 
 
+def _energy_check(r: dict[str, Any]) -> Row:
+    what = f"energy.json vs independent NVML counter read ({r['steps']} steps, {r['gpus']} GPU(s))"
+    if str(r.get("nvml", "")).startswith("fake"):
+        what += ", fake NVML: plumbing only"
+    res = f"{r['reported_j']:,.0f} vs {r['reference_j']:,.0f} J: {r['rel_error_pct']:+.2f}%"
+    return what, res, f"within {r['goal_pct']:g}%"
+
+
+def _resume(r: dict[str, Any]) -> Row:
+    what = (
+        f"SIGKILL at step {r['killed_after_step']} + resume vs uninterrupted "
+        f"({r['steps']} steps, {r['backend']}, 1 rank)"
+    )
+    if not r["passed"] or "bitwise" not in r:
+        return what, f"**FAILED** (exit codes {r['exit_codes']})", "bitwise"
+    if r["bitwise"]:
+        return what, "bitwise equal (losses, weights)", "bitwise"
+    res = f"loss max rel {r['loss_max_rel_diff']:.1e}, weights {r['weights_max_rel_l2_diff']:.1e}"
+    return what, res + f" (nondeterministic: {', '.join(r['nondeterministic_ops'])})", "bitwise"
+
+
 def _restart(r: dict[str, Any]) -> Row:
     what = f"SLURM node hard-kill → first resumed step ({r['nodes']} nodes, local cluster)"
     return what, f"{r['kill_to_first_resumed_step_s']} s", f"< {r['goal_s']} s"
@@ -81,6 +103,8 @@ FORMATS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], Row]]] = {
     "data_loader": (("bench",), _data),
     "checkpoint": (("size",), _checkpoint),
     "energy_overhead": (("backend",), _energy),
+    "energy_nvml_check": (("device", "nvml"), _energy_check),
+    "gpu_resume": (("device", "backend"), _resume),
     "slurm_restart": ((), _restart),
 }
 
