@@ -48,6 +48,9 @@ class Components:
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast_context(self.bf16, self.cfg.distributed.fsdp, self.env.device)
 
+    def record_attempt(self) -> None:
+        record_attempt(self.run_dir, self.cfg, self.env)
+
     def after_first_step(self) -> None:
         set_collective_timeout(self.cfg.distributed.collective_timeout_s)
 
@@ -99,29 +102,54 @@ def build_model_for(cfg: Config, env: DistEnv, bf16: bool) -> Transformer:
     return parallelize_model(model, cfg.distributed, env.device, bf16)
 
 
-def prepare_run_dir(run_dir: Path, cfg: Config, env: DistEnv) -> int:
-    """Rank 0 writes the resolved config and env record; returns this attempt's number (1-based)."""
-    attempts = run_dir / "attempts.jsonl"
+def next_attempt(run_dir: Path) -> int:
+    """This attempt's number (1-based) from the starts `attempts.jsonl` records; reads only.
+
+    Every rank reads it before rank 0 appends (the first barrier in `record_attempt`).
+    """
+    try:
+        return len((run_dir / "attempts.jsonl").read_bytes().splitlines()) + 1
+    except FileNotFoundError:
+        return 1
+    except OSError as e:
+        raise OlmoError(
+            f"{run_dir}: cannot read attempts.jsonl ({e.strerror or e}); check --run-dir"
+        ) from None
+
+
+def record_attempt(run_dir: Path, cfg: Config, env: DistEnv) -> None:
+    """Rank 0 writes the resolved config and env record and appends this attempt's line.
+
+    The first write into the run dir: only a start that passed every check counts as an attempt.
+    """
+    _barrier()  # every rank has read the attempt number
     if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(config_to_dict(cfg), run_dir / "config.yaml")
-        atomic_write_text(run_dir / "env.json", json.dumps(environment_record(env), indent=1))
-        with open(attempts, "a") as f:
-            f.write(
-                json.dumps(
-                    {
-                        "time": time.time(),
-                        "world_size": env.world_size,
-                        "host": socket.gethostname(),
-                        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                        "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
-                    }
-                )
-                + "\n"
-            )
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_yaml(config_to_dict(cfg), run_dir / "config.yaml")
+            atomic_write_text(run_dir / "env.json", json.dumps(environment_record(env), indent=1))
+            with open(run_dir / "attempts.jsonl", "a") as f:
+                f.write(json.dumps(_attempt_line(env)) + "\n")
+        except OSError as e:
+            raise OlmoError(
+                f"{run_dir}: cannot write the run dir ({e.strerror or e}); check --run-dir"
+            ) from None
+    _barrier()
+
+
+def _barrier() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
-    return len(attempts.read_text().splitlines()) if attempts.exists() else 1
+
+
+def _attempt_line(env: DistEnv) -> dict[str, Any]:
+    return {
+        "time": time.time(),
+        "world_size": env.world_size,
+        "host": socket.gethostname(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+    }
 
 
 def environment_record(env: DistEnv) -> dict[str, Any]:
@@ -148,7 +176,9 @@ def build_components(cfg: Config, run_dir: Path) -> Components:
     env = init_distributed(cfg.distributed.backend, cfg.distributed.init_timeout_s)
     setup_logging(env.rank)
     run_dir = Path(run_dir)
-    attempt = prepare_run_dir(run_dir, cfg, env)
+    # Nothing is written into the run dir here: tokenizer, data, model and callbacks may still
+    # refuse the start, which must leave the run dir as it was (Trainer.fit records the attempt).
+    attempt = next_attempt(run_dir)
     tokenizer = cfg.data.build_tokenizer()
     if cfg.model.vocab_size < tokenizer.vocab_size:
         raise OlmoError(

@@ -91,6 +91,7 @@ class Trainer:
     # ---- lifecycle ----------------------------------------------------------------------
     def fit(self) -> int:
         """Train to max_steps; returns the process exit code (0, or REQUEUE_EXIT_CODE)."""
+        self.parts.record_attempt()
         self.stop.install()
         self._resume()
         self._batches = iter(self.loader)
