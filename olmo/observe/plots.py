@@ -8,7 +8,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from olmo.observe.rundata import RunData
+from olmo.observe.rundata import RunData, is_number
 
 _RESTART = {"color": "tab:red", "linestyle": "--", "linewidth": 1.0, "alpha": 0.7}
 
@@ -103,24 +103,30 @@ def _time_unit(span_s: float) -> tuple[float, str]:
     return (60.0, "min") if span_s > 180 else (1.0, "s")
 
 
+def timeline_points(run: RunData) -> tuple[float, dict[int, list[tuple[float, int, float]]]]:
+    """(t0, attempt → [(seconds since t0, step, loss)]): every step at its own `time`."""
+    t0 = run.first_time() or 0.0
+    points: dict[int, list[tuple[float, int, float]]] = {}
+    for r in run.records:
+        if is_number(r.get("time")):
+            loss = r["loss"] if is_number(r.get("loss")) else float("nan")
+            points.setdefault(int(r.get("attempt", 1)), []).append(
+                (r["time"] - t0, r["step"], loss)
+            )
+    return t0, points
+
+
 def plot_timeline(run: RunData, out: Path) -> Path:
     """Steps and loss against wall-clock time, each attempt its own segment, restarts marked."""
-    starts = [a["time"] for a in run.attempts if isinstance(a.get("time"), (int, float))]
-    t0 = min(starts + [r["time"] for r in run.records if "time" in r])
-    span = max(r.get("time", t0) for r in run.records) - t0
+    t0, points = timeline_points(run)
+    starts = run.start_times()
+    span = max((t for pts in points.values() for t, _, _ in pts), default=0.0)
     scale, unit = _time_unit(span)
     fig, (ax, ax2) = _figure(2)
-    by_attempt: dict[int, list[dict[str, Any]]] = {}
-    for r in run.records:  # records of one log flush share its time: keep the flush's last
-        if "time" in r:
-            recs = by_attempt.setdefault(int(r.get("attempt", 1)), [])
-            if recs and recs[-1]["time"] == r["time"]:
-                recs.pop()
-            recs.append(r)
-    for attempt, recs in sorted(by_attempt.items()):
-        t = [(r["time"] - t0) / scale for r in recs]
-        ax.plot(t, [r["step"] for r in recs], ".-", markersize=3, label=f"attempt {attempt}")
-        ax2.plot(t, [r["loss"] for r in recs], linewidth=1)
+    for attempt, pts in sorted(points.items()):
+        t = [p[0] / scale for p in pts]
+        ax.plot(t, [p[1] for p in pts], ".-", markersize=3, label=f"attempt {attempt}")
+        ax2.plot(t, [p[2] for p in pts], linewidth=1)
     for i, s in enumerate(starts[1:]):
         for a in (ax, ax2):
             a.axvline((s - t0) / scale, **_RESTART, label="restart" if i == 0 and a is ax else None)

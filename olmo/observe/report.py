@@ -10,7 +10,7 @@ from typing import Any
 from olmo.fsutil import atomic_write_json, atomic_write_text
 from olmo.observe import plots
 from olmo.observe.mfu import flops_per_token, mfu, model_config, peak_flops
-from olmo.observe.rundata import RunData, load_run
+from olmo.observe.rundata import RunData, is_number, load_run
 
 
 def energy_total(run: RunData) -> tuple[float | None, str]:
@@ -45,8 +45,7 @@ def summarize(run: RunData) -> dict[str, Any]:
     recs, last = run.records, run.records[-1]
     train = run.config.get("train") or {}
     max_steps = train.get("max_steps")
-    starts = [a["time"] for a in run.attempts if isinstance(a.get("time"), (int, float))]
-    t0 = min(starts) if starts else recs[0].get("time")
+    t0, t_last = run.first_time(), last.get("time")
     attempts = max([len(run.attempts)] + [int(r.get("attempt", 1)) for r in recs])
     evals = [r for r in recs if isinstance(r.get("eval_loss"), (int, float))]
     _, tps = run.series("tokens_per_s")
@@ -62,7 +61,7 @@ def summarize(run: RunData) -> dict[str, Any]:
         "max_steps": max_steps,
         "complete": max_steps is not None and last["step"] >= max_steps,
         "tokens": last.get("tokens_seen"),
-        "wall_time_s": (last["time"] - t0) if t0 is not None and "time" in last else None,
+        "wall_time_s": t_last - t0 if t0 is not None and is_number(t_last) else None,
         "attempts": attempts,
         "restarts": attempts - 1,
         "final_train_loss": last.get("loss"),

@@ -27,7 +27,7 @@ class RunData:
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """(steps, values) of the records that have a numeric `key`."""
-        pts = [(r["step"], r[key]) for r in self.records if _is_number(r.get(key))]
+        pts = [(r["step"], r[key]) for r in self.records if is_number(r.get(key))]
         return [s for s, _ in pts], [v for _, v in pts]
 
     def attempt_first_steps(self) -> dict[int, int]:
@@ -37,8 +37,17 @@ class RunData:
             first.setdefault(int(r.get("attempt", 1)), r["step"])
         return first
 
+    def start_times(self) -> list[float]:
+        """When each attempt started (the `time` of its attempts.jsonl line)."""
+        return [a["time"] for a in self.attempts if is_number(a.get("time"))]
 
-def _is_number(v: Any) -> bool:
+    def first_time(self) -> float | None:
+        """The run's t0: its first start, else its earliest step record."""
+        times = self.start_times() or [r["time"] for r in self.records if is_number(r.get("time"))]
+        return min(times, default=None)
+
+
+def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 

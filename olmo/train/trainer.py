@@ -62,6 +62,8 @@ class _Pending:
     grad_norm: torch.Tensor
     lr: float
     batch_hash: str
+    time: float
+    """Host Unix time at the step's boundary: its work done on CPU, issued on an accelerator."""
 
 
 class Trainer:
@@ -170,7 +172,7 @@ class Trainer:
         optimizer_step(self.optim, grad_norm, self.cfg.optim.fused)
         self.state.step = step
         self.state.tokens_seen += self.gbs * self.seq_len
-        self._pending.append(_Pending(step, loss_sum, grad_norm, lr, batch_hash))
+        self._pending.append(_Pending(step, loss_sum, grad_norm, lr, batch_hash, time.time()))
         self._emit("post_step", step)
 
     def _poison_gradients(self, loss_sum: torch.Tensor) -> torch.Tensor:
@@ -262,7 +264,7 @@ class Trainer:
                 "tokens_seen": p.step * self.gbs * self.seq_len,
                 "tokens_per_s": tok_s,
                 "batch_hash": p.batch_hash,
-                "time": time.time(),
+                "time": p.time,
                 "attempt": self.parts.attempt,
             }
             for p, loss, gn in zip(self._pending, losses, norms, strict=True)

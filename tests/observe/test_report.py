@@ -10,6 +10,8 @@ import pytest
 from matplotlib.image import imread
 
 from olmo.cli import main
+from olmo.observe.plots import timeline_points
+from olmo.observe.rundata import load_run
 from tests.helpers import olmo, read_metrics
 
 pytestmark = pytest.mark.slow
@@ -80,6 +82,19 @@ def test_summary_matches_metrics(requeued_run, report):
         [str(s1 + 1), "10 |"],
         ["11", "20 |"],
     ]
+
+
+def test_timeline_places_each_step_at_its_own_time(requeued_run):
+    """One segment per attempt, each surviving step at its logged time since the first start."""
+    metrics = read_metrics(requeued_run)
+    first_start = json.loads((requeued_run / "attempts.jsonl").read_text().splitlines()[0])["time"]
+    t0, points = timeline_points(load_run(requeued_run))
+    assert t0 == first_start
+    assert sorted(points) == sorted({m["attempt"] for m in metrics})
+    for attempt, pts in points.items():
+        mine = [m for m in metrics if m["attempt"] == attempt]
+        assert pts == [(m["time"] - t0, m["step"], m["loss"]) for m in mine]
+        assert [t for t, _, _ in pts] == sorted({t for t, _, _ in pts})  # distinct, increasing
 
 
 def test_report_on_a_run_still_being_written(requeued_run, tmp_path):

@@ -43,6 +43,24 @@ def test_run_dir_contents_and_metrics(run30: Path):
     assert load_model(run30 / "checkpoints" / "step30").cfg.d_model == 64
 
 
+def test_metrics_time_is_each_steps_own(run30: Path):
+    """log_interval=5: the 5 records of one flush carry 5 distinct, increasing step times, and the
+    report's timeline places every step at its own time."""
+    from olmo.observe.plots import timeline_points
+    from olmo.observe.rundata import load_run
+
+    recs = read_metrics(run30)
+    times = [r["time"] for r in recs]
+    # A step of this model takes tens of ms: times taken at one flush would lie microseconds apart.
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps) > 1e-3, gaps
+    attempts = [json.loads(x) for x in (run30 / "attempts.jsonl").read_text().splitlines()]
+    assert attempts[0]["time"] < times[0]
+    t0, points = timeline_points(load_run(run30))
+    assert t0 == attempts[0]["time"]
+    assert points == {1: [(r["time"] - t0, r["step"], r["loss"]) for r in recs]}
+
+
 def test_first_loss_is_uniform_prediction(run30: Path):
     import math
 
