@@ -4,11 +4,12 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-# Stop the processes whose pids are in the given files: TERM, wait up to 10 s, then KILL.
+# Stop the named daemons: TERM, wait up to 10 s, then KILL. A pid file that does not name the
+# daemon's own live process is left alone (see daemon_pid).
 stop() {
-  local pidfile pids=() i
-  for pidfile in "$@"; do
-    if alive "$pidfile"; then pids+=("$(cat "$pidfile")"); fi
+  local name pids=() i pid
+  for name in "$@"; do
+    if pid="$(daemon_pid "$name")"; then pids+=("$pid"); fi
   done
   if [[ ${#pids[@]} -gt 0 ]]; then
     kill -TERM "${pids[@]}" 2>/dev/null || true
@@ -23,15 +24,19 @@ stop() {
       fi
     done
   fi
-  rm -f "$@"
 }
 
-if [[ -f "$SLURM_CONF" ]] && alive "$RUN/slurmctld.pid"; then
+[[ -d "$ROOT" ]] || { note "nothing under $ROOT"; exit 0; }
+check_tree
+if [[ -f "$SLURM_CONF" ]] && alive slurmctld; then
   scancel --quiet "--user=$(id -un)" 2>/dev/null || true
   sleep 1
 fi
 shopt -s nullglob
-stop "$RUN"/slurmd-*.pid
-stop "$RUN/slurmctld.pid" "$RUN/slurmdbd.pid"
-stop "$RUN/mariadb.pid" "$RUN/munged.pid"
+slurmds=()
+for f in "$RUN"/slurmd-*.pid; do slurmds+=("$(basename "$f" .pid)"); done
+stop "${slurmds[@]}"
+rm -f -- "$RUN"/slurmd-*.pid
+stop slurmctld slurmdbd
+stop mariadb munged
 note "stopped (state kept under $ROOT)"

@@ -1,15 +1,15 @@
 #!/bin/bash
-# Write slurm.conf and slurmdbd.conf into directory $1 from the variables up.sh exports.
-# Timeouts are short so failures are detected in seconds (values measured in local-slurm.md).
+# Print slurm.conf ($1 = slurm) or slurmdbd.conf ($1 = slurmdbd, with DB_PASS) from the variables
+# up.sh exports. Timeouts are short so failures are detected in seconds (see local-slurm.md).
 set -euo pipefail
-out="$1"
 last=$((SLURMD_PORT0 + NODES))
-cat >"$out/slurm.conf" <<CONF
+if [[ "$1" == slurm ]]; then
+  cat <<CONF
 ClusterName=$CLUSTER_NAME
 SlurmctldHost=localhost
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT0
-SlurmUser=root
+SlurmUser=$SLURM_USER
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
@@ -28,11 +28,11 @@ MessageTimeout=3
 KillWait=5
 MinJobAge=300
 SchedulerParameters=sched_interval=2,bf_interval=1
-StateSaveLocation=$ROOT/state
+StateSaveLocation=$SLURM_DIR/state
 SlurmdSpoolDir=$ROOT/spool/%n
-SlurmctldPidFile=$RUN/slurmctld.pid
+SlurmctldPidFile=$SLURM_DIR/slurmctld.pid
 SlurmdPidFile=$RUN/slurmd-%n.pid
-SlurmctldLogFile=$LOG/slurmctld.log
+SlurmctldLogFile=$SLURM_DIR/slurmctld.log
 SlurmdLogFile=$LOG/slurmd-%n.log
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
@@ -41,18 +41,20 @@ AccountingStoragePass=$MUNGE_SOCKET
 NodeName=n[1-$NODES] NodeHostname=localhost NodeAddr=127.0.0.1 Port=$((SLURMD_PORT0 + 1))-$last CPUs=$CPUS_PER_NODE RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes=n[1-$NODES] Default=YES MaxTime=INFINITE State=UP
 CONF
-cat >"$out/slurmdbd.conf" <<CONF
+else
+  cat <<CONF
 AuthType=auth/munge
 AuthInfo=socket=$MUNGE_SOCKET
 DbdHost=localhost
 DbdPort=$DBD_PORT
-SlurmUser=root
-PidFile=$RUN/slurmdbd.pid
-LogFile=$LOG/slurmdbd.log
+SlurmUser=$SLURM_USER
+PidFile=$SLURM_DIR/slurmdbd.pid
+LogFile=$SLURM_DIR/slurmdbd.log
 StorageType=accounting_storage/mysql
 StorageHost=127.0.0.1
 StoragePort=$DB_PORT
 StorageUser=slurm
-StoragePass=slurm
+StoragePass=$DB_PASS
 StorageLoc=slurm_acct_db
 CONF
+fi

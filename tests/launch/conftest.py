@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,30 +26,36 @@ NODES = 3
 
 def _unavailable() -> str | None:
     if os.geteuid() != 0:
-        return "the local SLURM cluster needs root (daemons run as root)"
+        return "the local SLURM cluster needs root (it starts slurmd as root)"
     if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
         return "SLURM is not installed and apt-get is not available to install it"
     return None
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
-    """Bring the cluster up once; yields its root; tears every daemon down at the end."""
+def slurm_cluster():
+    """Bring the cluster up once; yields its root; tears every daemon down at the end (and removes
+    the root, unless bringing it up failed: its logs tell why)."""
     reason = _unavailable()
     if reason:
         pytest.skip(reason)
-    root = tmp_path_factory.mktemp("slurm")
+    # Not under pytest's basetemp: its /tmp/pytest-of-root (0700) keeps the daemon users out.
+    root = Path(tempfile.mkdtemp(prefix="olmo-slurm-", dir="/tmp"))
     saved = {k: os.environ.get(k) for k in [*TEST_PORTS, "SLURM_CONF"]}
     os.environ.update(TEST_PORTS)
+    started_ok = False
     try:
         conf = localcluster.up(root, NODES, quiet=True)
         os.environ["SLURM_CONF"] = str(conf)
+        started_ok = True
         yield root
     finally:
-        started = [int(p.read_text()) for p in (root / "run").glob("*.pid")]
+        started = [int(p.read_text()) for p in root.rglob("*.pid")]
         localcluster.down(root, quiet=True)
         left = [p for p in started if _alive(p)]
         assert not left, f"olmo cluster down left daemons running: pids {left}"
+        if started_ok:
+            shutil.rmtree(root, ignore_errors=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
