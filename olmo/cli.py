@@ -7,6 +7,7 @@ import importlib
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 from olmo.errors import OlmoError
 
@@ -24,6 +25,14 @@ SUBCOMMAND_MODULES = [
     "olmo.observe.report",
     "olmo.observe.throughput",
 ]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one `error:` line with exit 2, like every other bad input; subcommand
+    parsers inherit it (add_subparsers makes them of the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -64,9 +73,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="olmo", description="Train OLMo-style models on SLURM clusters."
-    )
+    parser = _Parser(prog="olmo", description="Train OLMo-style models on SLURM clusters.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(sub)
     for name in SUBCOMMAND_MODULES:

@@ -10,6 +10,7 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import math
 import os
 import types
 import typing
@@ -43,6 +44,8 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise OlmoError(
             f"{p}{where}: invalid YAML ({getattr(e, 'problem', e)}); fix the syntax"
         ) from None
+    except RecursionError:  # PyYAML parses nested collections recursively
+        raise OlmoError(f"{p}: nested too deeply to be a config; fix the file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -103,7 +106,10 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "", source: str 
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
-            raise OlmoError(f"{source}: unknown key '{prefix}{key}'{_suggest(key, fields, prefix)}")
+            # str(): YAML keys may be ints or null (`1: x`, `~: x`)
+            raise OlmoError(
+                f"{source}: unknown key '{prefix}{key}'{_suggest(str(key), fields, prefix)}"
+            )
         kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}", source)
     return cls(**kwargs)
 
@@ -123,7 +129,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     bad = OlmoError(
-        f"{source}: key '{key}' expects {_type_name(tp)}, got {type(value).__name__} {value!r}"
+        f"{source}: key '{key}' expects {_type_name(tp)}, got {type(value).__name__} "
+        f"{repr(value)[:60]}"
     )
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key + ".", source)
@@ -158,14 +165,7 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             raise bad
         return value
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
+        return _finite_float(value, bad, key, source)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad
@@ -175,6 +175,19 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             raise bad
         return str(value)
     return value
+
+
+def _finite_float(value: Any, bad: OlmoError, key: str, source: str) -> float:
+    # Strings too: YAML 1.1 reads "1e-3" (no dot) as one. No key has a use for nan or inf.
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise bad
+    try:
+        out = float(value)
+    except (ValueError, OverflowError):  # OverflowError: an integer of 400 digits
+        raise bad from None
+    if not math.isfinite(out):
+        raise OlmoError(f"{source}: key '{key}' must be a finite number, got {value!r}")
+    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

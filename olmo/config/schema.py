@@ -57,6 +57,8 @@ class Config:
         for key in ("max_steps", "global_batch_size", "micro_batch_size", "log_interval"):
             if getattr(self.train, key) <= 0:
                 raise OlmoError(f"train.{key} must be positive, got {getattr(self.train, key)}")
+        if self.train.seed < 0:  # numpy's generators take no negative seed
+            raise OlmoError(f"train.seed must be >= 0, got {self.train.seed}")
         if self.optim.lr <= 0 or len(self.optim.betas) != 2:
             raise OlmoError("optim.lr must be > 0 and optim.betas must hold two numbers")
         return self

@@ -11,11 +11,13 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from olmo.data.prepare import FORMAT, token_dtype
 from olmo.errors import OlmoError
+from olmo.inputs import check_record
 from olmo.tokenizer import OlmoTokenizer
 
 # Full np.max over the data up to this many tokens per dataset (~0.1 s per 100M in page cache);
@@ -98,11 +100,13 @@ def read_metadata(path: Path, tokenizer: OlmoTokenizer) -> dict:
         raise OlmoError(f"{path}: not a prepared token directory ({what}); {redo}")
     try:
         meta = json.loads(meta_file.read_text())
-        shards = meta["shards"]
-        fields = [meta[k] for k in ("format", "tokenizer_hash", "vocab_size", "eos_id", "dtype")]
-    except (ValueError, KeyError, TypeError) as e:
-        raise OlmoError(f"{meta_file}: corrupt metadata ({e!r}); {redo}") from None
-    fmt, tok_hash, vocab, eos, dtype = fields
+    except (ValueError, RecursionError) as e:
+        raise OlmoError(f"{meta_file}: corrupt metadata ({e}); {redo}") from None
+    keys = ("format", "tokenizer_hash", "vocab_size", "eos_id", "dtype", "shards")
+    check_record(meta, str(meta_file), {"shards": list}, redo, required=keys)
+    for i, shard in enumerate(meta["shards"]):
+        _check_shard_entry(shard, f"{meta_file}: shards[{i}]", redo)
+    fmt, tok_hash, vocab, eos, dtype, shards = (meta[k] for k in keys)
     if fmt != FORMAT:
         raise OlmoError(f"{meta_file}: format {fmt}, this version reads {FORMAT}; {redo}")
     ours = (tokenizer.hash, tokenizer.vocab_size, tokenizer.eos_id)
@@ -117,6 +121,17 @@ def read_metadata(path: Path, tokenizer: OlmoTokenizer) -> dict:
     return meta
 
 
+def _check_shard_entry(shard: Any, where: str, redo: str) -> None:
+    """A shard entry names a file of the token dir itself and its (int) token count."""
+    fields = {"file": str, "tokens": int, "max_id": int}
+    check_record(shard, where, fields, redo, required=("file", "tokens"))
+    name = shard["file"]
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise OlmoError(f"{where}: file {name!r} is not a file name in the directory; {redo}")
+    if shard["tokens"] < 0 or shard.get("max_id", 0) < 0:
+        raise OlmoError(f"{where}: negative tokens or max_id; {redo}")
+
+
 def _open_shard(path: Path, shard: dict, dtype: str) -> np.ndarray:
     """Memory-map one shard; size, dtype and shape must match the metadata."""
     file = path / shard["file"]
@@ -126,6 +141,9 @@ def _open_shard(path: Path, shard: dict, dtype: str) -> np.ndarray:
         size = os.path.getsize(file)
     except (OSError, ValueError, EOFError) as e:
         raise OlmoError(f"{file}: missing, truncated or corrupt shard ({e}); {redo}") from None
+    if not isinstance(arr, np.ndarray):  # np.load opens an .npz archive whatever the name
+        arr.close()
+        raise OlmoError(f"{file}: an .npz archive, not an .npy array; {redo}")
     if arr.dtype != np.dtype(dtype) or arr.ndim != 1:
         raise OlmoError(
             f"{file}: holds {arr.dtype}{list(arr.shape)}, metadata says {dtype}; {redo}"

@@ -33,10 +33,17 @@ def load_run_config(path: str | Path) -> dict[str, Any]:
     return read_yaml(p)
 
 
-def _train_int(cfg: dict[str, Any], key: str, source: str) -> int:
-    value = (cfg.get("train") or {}).get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise OlmoError(f"{source}: train.{key} must be an integer, got {value!r}")
+def _section(cfg: dict[str, Any], name: str, source: str) -> dict[str, Any]:
+    value = cfg.get(name) or {}
+    if not isinstance(value, dict):
+        raise OlmoError(f"{source}: '{name}' must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _train_int(cfg: dict[str, Any], key: str, source: str, minimum: int = 1) -> int:
+    value = _section(cfg, "train", source).get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise OlmoError(f"{source}: train.{key} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
@@ -47,13 +54,13 @@ def loader_from_config_dict(
     global_batch_size or global_batch_tokens, eval_holdout_instances)."""
     data = from_dict(DataConfig, cfg.get("data") or {}, "data.", source)
     data.validate()
-    seed = _train_int(cfg, "seed", source)
-    tokens = (cfg.get("train") or {}).get("global_batch_tokens")
-    if tokens is not None:  # an unresolved config may give the batch in tokens
+    train = _section(cfg, "train", source)
+    seed = _train_int(cfg, "seed", source, minimum=0)  # numpy seeds are non-negative
+    if train.get("global_batch_tokens") is not None:  # an unresolved config may give tokens
         gbs = _train_int(cfg, "global_batch_tokens", source) // data.seq_len
     else:
         gbs = _train_int(cfg, "global_batch_size", source)
-    holdout = (cfg.get("train") or {}).get("eval_holdout_instances") or 0
+    holdout = train.get("eval_holdout_instances") or 0
     if holdout:
         holdout = _train_int(cfg, "eval_holdout_instances", source)
     # The trainer's own builder: the held-out tail is excluded exactly as in training.

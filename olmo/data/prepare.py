@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from olmo.errors import OlmoError
+from olmo.inputs import at_least
 from olmo.tokenizer import OlmoTokenizer, load_tokenizer
 
 FORMAT = 1
@@ -105,9 +106,10 @@ def _decode(raw: bytes, path: Path, lineno: int | None) -> str:
 def _parse_line(raw: bytes, path: Path, lineno: int) -> str:
     try:
         obj = json.loads(_decode(raw, path, lineno))
-    except json.JSONDecodeError as e:
+    except (ValueError, RecursionError) as e:  # also > 4300-digit integers, deep nesting
+        why = e.msg if isinstance(e, json.JSONDecodeError) else str(e) or "nested too deeply"
         raise OlmoError(
-            f"{path}:{lineno}: invalid JSON ({e.msg}); each line must be one JSON object"
+            f"{path}:{lineno}: invalid JSON ({why}); each line must be one JSON object"
         ) from None
     text = obj.get("text") if isinstance(obj, dict) else None
     if not isinstance(text, str):
@@ -115,7 +117,19 @@ def _parse_line(raw: bytes, path: Path, lineno: int) -> str:
         raise OlmoError(
             f'{path}:{lineno}: each line needs a "text" string ({got}); fix the line or drop it'
         )
+    if b"\\u" in raw:  # only a \u escape can make a lone surrogate, which the tokenizer rejects
+        _check_unicode(text, path, lineno)
     return text
+
+
+def _check_unicode(text: str, path: Path, lineno: int) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise OlmoError(
+            f'{path}:{lineno}: "text" holds a lone surrogate \\u{ord(text[e.start]):04x}, not '
+            "valid Unicode; fix the escape or drop the line"
+        ) from None
 
 
 def _document_chunks(files: list[Path], skipped: list[int]) -> Iterator[list[str]]:
@@ -209,7 +223,12 @@ class TokenDirWriter:
             f"{self.output.name}.tmp-{socket.gethostname()}-{os.getpid()}"
         )
         shutil.rmtree(self.tmp, ignore_errors=True)  # leftover of a crashed run of this pid
-        self.tmp.mkdir(parents=True)
+        try:
+            self.tmp.mkdir(parents=True)
+        except OSError as e:  # under a file, read-only, no permission
+            raise OlmoError(
+                f"{self.output}: cannot create the output ({e.strerror}); choose another --output"
+            ) from None
         self.shards: list[dict] = []
         self.documents = 0
         self.tokens = 0
@@ -392,8 +411,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
     p.add_argument("--output", "-o", required=True, help="prepared token directory to create")
     p.add_argument("--tokenizer", default="olmo", help="'olmo' or a tokenizers JSON file")
-    p.add_argument("--workers", type=int, default=1, help="tokenizer processes (default 1)")
-    p.add_argument("--shard-tokens", type=int, default=2**26, help="tokens per .npy shard")
+    p.add_argument("--workers", type=at_least(1), default=1, help="tokenizer processes (default 1)")
+    p.add_argument("--shard-tokens", type=at_least(1), default=2**26, help="tokens per .npy shard")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTPUT")
     p.set_defaults(func=_run_cli)
 

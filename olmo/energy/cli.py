@@ -7,12 +7,15 @@ import json
 from pathlib import Path
 
 from olmo.errors import OlmoError
+from olmo.inputs import check_output, positive_float
 
 
 def _report(args: argparse.Namespace) -> int:
     from olmo.energy.report import load, plot, table
 
     run_dir = Path(args.run_dir)
+    if args.png:
+        check_output(args.png, "--png")
     data = load(run_dir)
     print(json.dumps(data, indent=1) if args.json else table(data))
     if args.png:
@@ -54,9 +57,11 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
         "grid intensity from --cluster's profile, else from CONFIG's energy section.",
     )
     p.add_argument("config", help="YAML config of the full run")
-    p.add_argument("--tokens", type=float, required=True, help="tokens to train, e.g. 2e12")
+    p.add_argument(
+        "--tokens", type=positive_float, required=True, help="tokens to train, e.g. 2e12"
+    )
     p.add_argument("--run", help="a measured run dir (its energy.json J/token)")
-    p.add_argument("--j-per-token", type=float, help="measured joules per token")
+    p.add_argument("--j-per-token", type=positive_float, help="measured joules per token")
     p.add_argument("--cluster", help="cluster profile (name or YAML) for PUE and grid intensity")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -13,6 +13,7 @@ from typing import Any
 from olmo.config.loader import from_dict, read_yaml
 from olmo.config.schema import Config
 from olmo.errors import OlmoError
+from olmo.inputs import check_record
 
 
 def site_facts(cfg: Config, cluster: str | None) -> tuple[float, float]:
@@ -31,19 +32,27 @@ def site_facts(cfg: Config, cluster: str | None) -> tuple[float, float]:
 def measured(run_dir: Path) -> dict[str, Any]:
     """J/token, device-hours/token and parameter count of a measured run."""
     path = run_dir / "energy.json"
+    fix = "run `olmo train` with energy enabled"
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise OlmoError(f"{path}: cannot read ({e}); run `olmo train` with energy enabled") from e
+    except (OSError, ValueError, RecursionError) as e:
+        raise OlmoError(f"{path}: cannot read ({e}); {fix}") from None
+    check_record(data, str(path), {"totals": dict}, fix)
     t = data.get("totals", {})
+    num = (int, float, type(None))
+    check_record(
+        t, f"{path}: totals", dict.fromkeys(("j_per_token", "device_hours", "tokens"), num), fix
+    )
     if not t.get("j_per_token"):
         raise OlmoError(
             f"{path}: no measured J/token (backends unavailable: {data.get('unavailable')})"
         )
     params = None
-    if (run_dir / "config.yaml").is_file():
-        params = from_dict(Config, read_yaml(run_dir / "config.yaml")).resolve().model.num_params()
-    hours = t["device_hours"] / t["tokens"] if t.get("tokens") else None
+    cfg_file = run_dir / "config.yaml"
+    if cfg_file.is_file():
+        cfg = from_dict(Config, read_yaml(cfg_file), source=str(cfg_file)).resolve()
+        params = cfg.model.num_params()
+    hours = t["device_hours"] / t["tokens"] if t.get("tokens") and t.get("device_hours") else None
     return {"j_per_token": t["j_per_token"], "device_hours_per_token": hours, "params": params}
 
 

@@ -43,7 +43,7 @@ def table(data: dict[str, Any]) -> str:
                          f"{_f(n['mean_power_w'])} W, peak {_f(n['peak_power_w'])} W")  # fmt: skip
             for dev, d in (n["devices"] or {}).items():
                 lines.append(f"{'':>11}{dev}: {_f(d['energy_j'])} J, mean {_f(d['mean_power_w'])} "
-                             f"W, peak {_f(d['peak_power_w'])} W ({d['source']})")  # fmt: skip
+                             f"W, peak {_f(d['peak_power_w'])} W ({d.get('source', '?')})")  # fmt: skip
     t = data["totals"]
     lines += [
         f"total: {_f(t['kwh'], '.6f')} kWh IT, {_f(t['facility_kwh'], '.6f')} kWh with PUE "

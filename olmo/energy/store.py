@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from olmo.fsutil import atomic_write_json
+from olmo.inputs import check_record
 
 
 def node_name() -> str:
@@ -44,11 +45,40 @@ def write_job(run_dir: Path, attempt: int, data: dict[str, Any]) -> None:
     atomic_write_json(attempt_dir(run_dir, attempt) / "job.json", data)
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+NUM = (int, float, type(None))
+# What the summary and the report compute with or print, per file; checked when read.
+NODE_FIELDS = {"node": str, "backend": str, "energy_j": NUM, "duration_s": NUM,
+               "mean_power_w": NUM, "peak_power_w": NUM, "samples": (int, type(None)),
+               "devices": (dict, type(None)), "reasons": dict}  # fmt: skip
+DEVICE_FIELDS = {"energy_j": NUM, "mean_power_w": NUM, "peak_power_w": NUM, "units": int,
+                 "source": str}  # fmt: skip
+JOB_FIELDS = {"status": str, "tokens": int, "first_step": (int, type(None)),
+              "last_step": (int, type(None)), "nodes": int, "settings": dict}  # fmt: skip
+SETTINGS_FIELDS = {"pue": (int, float), "carbon_intensity_g_per_kwh": (int, float)}
+FIX = "repair or delete the file"
+
+
+def _read(path: Path, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """The file's object with `fields` checked; None when missing or not JSON (a killed write)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
         return None
+    return check_record(data, str(path), fields, FIX)
+
+
+def _read_node(path: Path) -> dict[str, Any] | None:
+    data = _read(path, NODE_FIELDS)
+    for name, dev in ((data or {}).get("devices") or {}).items():
+        check_record(dev, f"{path}: devices.{name}", DEVICE_FIELDS, FIX)
+    return data
+
+
+def _read_job(path: Path) -> dict[str, Any] | None:
+    data = _read(path, JOB_FIELDS)
+    if data is not None:
+        check_record(data.get("settings", {}), f"{path}: settings", SETTINGS_FIELDS, FIX)
+    return data
 
 
 def read_attempts(run_dir: Path) -> list[dict[str, Any]]:
@@ -61,12 +91,12 @@ def read_attempts(run_dir: Path) -> list[dict[str, Any]]:
             continue
         nodes = {}
         for f in sorted(d.glob("node-*.json")):
-            data = _read(f)
+            data = _read_node(f)
             if data is not None:
                 nodes[data.get("node", f.stem.removeprefix("node-"))] = data
         traces = {p.name.removeprefix("node-").removesuffix(".trace.jsonl"): p
                   for p in d.glob("node-*.trace.jsonl")}  # fmt: skip
-        found.append({"attempt": int(m[1]), "job": _read(d / "job.json"), "nodes": nodes,
+        found.append({"attempt": int(m[1]), "job": _read_job(d / "job.json"), "nodes": nodes,
                       "traces": traces})  # fmt: skip
     return sorted(found, key=lambda a: a["attempt"])
 
@@ -76,6 +106,6 @@ def read_trace(path: Path) -> list[dict[str, Any]]:
     for line in Path(path).read_text().splitlines():
         try:
             rows.append(json.loads(line))
-        except ValueError:  # a line cut short by a kill
+        except (ValueError, RecursionError):  # a line cut short by a kill, or garbage
             continue
     return rows

@@ -10,6 +10,7 @@ import torch
 
 from olmo.errors import OlmoError
 from olmo.eval.tasks import TASKS
+from olmo.inputs import at_least
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -22,9 +23,21 @@ def resolve_checkpoint(path: Path) -> Path:
     raise OlmoError(f"{path}: neither a committed checkpoint nor a run dir with checkpoints/latest")
 
 
+def _tokenizer_name(config_file: Path) -> str:
+    """data.tokenizer of the checkpoint's config ("olmo" where it has none)."""
+    from olmo.config.loader import read_yaml
+
+    data = read_yaml(config_file).get("data") or {}
+    name = data.get("tokenizer", "olmo") if isinstance(data, dict) else None
+    if not isinstance(name, str) or not name:
+        raise OlmoError(
+            f"{config_file}: 'data' needs a tokenizer name (data.tokenizer), got {data!r}"
+        )
+    return name
+
+
 def _run(args: argparse.Namespace) -> int:
     from olmo.checkpoint.io import CONFIG, load_model
-    from olmo.config.loader import read_yaml
     from olmo.eval.downstream import evaluate_tasks
     from olmo.tokenizer import load_tokenizer
 
@@ -35,9 +48,13 @@ def _run(args: argparse.Namespace) -> int:
         raise OlmoError(f"--tasks: unknown task '{unknown[0]}'; choose from {', '.join(TASKS)}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(ckpt, device=str(device)).eval()
-    tok_name = read_yaml(ckpt / CONFIG).get("data", {}).get("tokenizer", "olmo")
-    tokenizer = load_tokenizer(tok_name)
+    tokenizer = load_tokenizer(_tokenizer_name(ckpt / CONFIG))
     max_len = args.max_len or model.cfg.max_seq_len
+    if max_len > model.cfg.max_seq_len:  # RoPE tables end there
+        raise OlmoError(
+            f"--max-len {max_len}: longer than the checkpoint's model.max_seq_len "
+            f"{model.cfg.max_seq_len}; use at most that"
+        )
     acc = evaluate_tasks(
         model,
         tokenizer,
@@ -68,9 +85,13 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", help="checkpoint dir, or a run dir (uses checkpoints/latest)")
     p.add_argument("--tasks", help=f"comma-separated subset of: {','.join(TASKS)}")
-    p.add_argument("--limit", type=int, default=100, help="documents per task (default 100)")
-    p.add_argument("--batch-size", type=int, default=16, help="choices per forward pass")
-    p.add_argument("--max-len", type=int, help="context window (default: model.max_seq_len)")
+    p.add_argument(
+        "--limit", type=at_least(1), default=100, help="documents per task (default 100)"
+    )
+    p.add_argument("--batch-size", type=at_least(1), default=16, help="choices per forward pass")
+    p.add_argument(
+        "--max-len", type=at_least(1), help="context window (default: model.max_seq_len)"
+    )
     p.add_argument("--data-dir", help="directory of <task>.jsonl.gz (default: bundled subset)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)

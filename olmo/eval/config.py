@@ -27,3 +27,5 @@ class DownstreamEvalConfig:
                 raise OlmoError(f"eval.tasks: unknown task '{t}'; choose from {', '.join(TASKS)}")
         if self.interval < 0 or self.batch_size <= 0:
             raise OlmoError("eval.interval must be ≥ 0 and eval.batch_size > 0")
+        if self.limit is not None and self.limit < 1:
+            raise OlmoError(f"eval.limit must be ≥ 1 (or null for all documents), got {self.limit}")

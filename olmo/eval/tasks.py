@@ -57,6 +57,8 @@ def parse_doc(rec: dict, where: str) -> Doc:
         raise OlmoError(f"{where}: malformed task record ({e}); rebuild the task data") from None
     if len(choices) < 2 or not 0 <= doc.gold < len(choices):
         raise OlmoError(f"{where}: needs ≥2 choices and a gold index within them")
+    if not all(isinstance(c.context, str) and isinstance(c.continuation, str) for c in choices):
+        raise OlmoError(f"{where}: choices need string context and continuation; rebuild the data")
     if any(not c.continuation for c in choices):
         raise OlmoError(f"{where}: empty continuation; rebuild the task data")
     return doc
@@ -76,6 +78,6 @@ def load_task(name: str, data_dir: str | Path | None = None, limit: int | None =
                 docs.append(parse_doc(json.loads(line), f"{path}:{lineno}"))
                 if limit is not None and len(docs) >= limit:
                     break
-    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, EOFError, ValueError, RecursionError) as e:  # ValueError: bad UTF-8/JSON
         raise OlmoError(f"{path}: unreadable ({type(e).__name__}); rebuild the task data") from None
     return docs

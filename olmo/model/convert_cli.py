@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from olmo.errors import OlmoError
+from olmo.inputs import check_output
+
+
+def _check_out_dir(out: str) -> None:
+    """OUT_DIR must be creatable and empty: checked before any weights are read."""
+    path = check_output(out, "OUT_DIR", is_dir=True)
+    if path.is_dir() and any(path.iterdir()):
+        raise OlmoError(f"{path}: already exists and is not empty; choose another output directory")
+
 
 def to_hf(args: argparse.Namespace) -> int:
     from olmo.checkpoint.io import load_model
     from olmo.model.hf import save_hf
 
+    _check_out_dir(args.out_dir)
     model = load_model(args.checkpoint_dir)
     out = save_hf(model, args.out_dir)
     print(
@@ -21,6 +32,7 @@ def from_hf(args: argparse.Namespace) -> int:
     from olmo.checkpoint.io import save_model
     from olmo.model.hf import load_hf
 
+    _check_out_dir(args.out_dir)
     model = load_hf(args.hf_dir)
     out = save_model(model, args.out_dir)
     print(f"converted {args.hf_dir} → {out} (olmo checkpoint, {model.num_params():,} parameters)")

@@ -9,6 +9,7 @@ half is `gate` where HF has `up_proj`/`gate_proj`. Everything else maps one to o
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -86,7 +87,7 @@ def to_hf_config(cfg: ModelConfig):
     )
 
 
-def _rope_theta_of(hf_cfg: Any) -> float:
+def _rope_theta_of(hf_cfg: Any, source: str) -> float:
     """rope_theta from either transformers 5 (`rope_parameters`) or 4.x (`rope_theta`/`rope_scaling`)."""
     params = getattr(hf_cfg, "rope_parameters", None)
     if isinstance(params, dict):  # transformers >= 5 (rope_scaling, if present, aliases it)
@@ -97,14 +98,37 @@ def _rope_theta_of(hf_cfg: Any) -> float:
         scaling = getattr(hf_cfg, "rope_scaling", None)
         theta = getattr(hf_cfg, "rope_theta", 10000.0)
     if scaling:
-        raise OlmoError(
-            f"HF config: RoPE scaling {dict(scaling)} is not supported (plain RoPE only)"
-        )
+        raise OlmoError(f"{source}: RoPE scaling {scaling!r} is not supported (plain RoPE only)")
+    if not _is_number(theta) or not math.isfinite(theta) or theta <= 0:
+        raise OlmoError(f"{source}: rope_theta must be a positive number, got {theta!r}")
     return float(theta)
 
 
-def from_hf_config(hf_cfg: Any) -> ModelConfig:
-    """Our ModelConfig for an `OlmoConfig`; refuses options our model does not implement."""
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+# Sizes from config.json that must be positive integers before anything divides by them.
+HF_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+            "vocab_size", "max_position_embeddings")  # fmt: skip
+
+
+def _check_sizes(hf_cfg: Any, source: str) -> None:
+    for key in HF_SIZES:
+        value = getattr(hf_cfg, key, None)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise OlmoError(f"{source}: {key} must be a positive integer, got {value!r}")
+    if hf_cfg.hidden_size % hf_cfg.num_attention_heads:
+        raise OlmoError(
+            f"{source}: hidden_size {hf_cfg.hidden_size} is not divisible by "
+            f"num_attention_heads {hf_cfg.num_attention_heads}"
+        )
+
+
+def from_hf_config(hf_cfg: Any, source: str = "HF config") -> ModelConfig:
+    """Our ModelConfig for an `OlmoConfig`; refuses options our model does not implement.
+    `source` (the config.json path) starts every error message."""
+    _check_sizes(hf_cfg, source)
     n_heads = hf_cfg.num_attention_heads
     refusals = {
         "attention_bias": bool(getattr(hf_cfg, "attention_bias", False)),
@@ -117,7 +141,7 @@ def from_hf_config(hf_cfg: Any) -> ModelConfig:
     for key, bad in refusals.items():
         if bad:
             raise OlmoError(
-                f"HF config: {key}={getattr(hf_cfg, key)!r} is not supported by the OLMo model "
+                f"{source}: {key}={getattr(hf_cfg, key)!r} is not supported by the OLMo model "
                 "(no biases, no QKV clipping, no dropout, full multi-head attention, SwiGLU)"
             )
     vocab = int(hf_cfg.vocab_size)
@@ -131,7 +155,7 @@ def from_hf_config(hf_cfg: Any) -> ModelConfig:
         vocab_size=vocab,
         vocab_multiple=128 if vocab % 128 == 0 else 1,
         max_seq_len=hf_cfg.max_position_embeddings,
-        rope_theta=_rope_theta_of(hf_cfg),
+        rope_theta=_rope_theta_of(hf_cfg, source),
         weight_tying=bool(hf_cfg.tie_word_embeddings),
         layer_norm_eps=HF_LAYER_NORM_EPS,
         init_std=float(getattr(hf_cfg, "initializer_range", 0.02)),
@@ -264,6 +288,20 @@ def save_hf(model: Transformer, out_dir: str | os.PathLike) -> Path:
     return out
 
 
+def _index_files(index: Path) -> list[str]:
+    """The weight files a safetensors index maps tensors to."""
+    try:
+        data = json.loads(index.read_text())
+    except (ValueError, RecursionError):
+        data = None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+        raise OlmoError(
+            f"{index}: not a valid safetensors index (needs a 'weight_map' of tensor → file)"
+        )
+    return sorted(set(weight_map.values()))
+
+
 def _read_safetensors(hf_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -271,11 +309,7 @@ def _read_safetensors(hf_dir: Path) -> dict[str, torch.Tensor]:
     if (hf_dir / WEIGHTS).is_file():
         files = [hf_dir / WEIGHTS]
     elif index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise OlmoError(f"{index}: not a valid safetensors index (no 'weight_map')") from None
-        files = [hf_dir / s for s in shards]
+        files = [hf_dir / s for s in _index_files(index)]
     else:
         hint = (
             " (pytorch_model.bin is not read; re-save with safetensors)"
@@ -305,9 +339,12 @@ def load_hf(hf_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Tr
     if not (hf_dir / HF_CONFIG).is_file():
         raise OlmoError(f"{hf_dir / HF_CONFIG}: not found; not a Hugging Face model directory")
     try:
-        model_type = json.loads((hf_dir / HF_CONFIG).read_text()).get("model_type")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        raise OlmoError(f"{hf_dir / HF_CONFIG}: not a JSON object") from None
+        data = json.loads((hf_dir / HF_CONFIG).read_text())
+    except (ValueError, RecursionError):  # bad JSON or UTF-8, deep nesting
+        data = None
+    if not isinstance(data, dict):
+        raise OlmoError(f"{hf_dir / HF_CONFIG}: not a JSON object")
+    model_type = data.get("model_type")
     if model_type != "olmo":
         raise OlmoError(
             f"{hf_dir / HF_CONFIG}: model_type '{model_type}' is not 'olmo' (OlmoForCausalLM)"
@@ -318,7 +355,7 @@ def load_hf(hf_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Tr
         raise OlmoError(
             f"{hf_dir / HF_CONFIG}: cannot read ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
         ) from None
-    cfg = from_hf_config(hf_cfg)
+    cfg = from_hf_config(hf_cfg, str(hf_dir / HF_CONFIG))
     sd = state_dict_from_hf(_read_safetensors(hf_dir), cfg)
     model = build_model(cfg, device="meta")
     model.to_empty(device=device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from olmo.config.loader import from_dict
 from olmo.model.config import ModelConfig
 
 # Dense bf16 peak per device (per GCD for MI250X, which torch shows as two devices), FLOP/s.
@@ -17,13 +18,17 @@ PEAK_BF16_FLOPS = {
 }
 
 
-def model_config(config: dict[str, Any]) -> ModelConfig | None:
-    """The resolved ModelConfig saved in RUN_DIR/config.yaml (unknown keys ignored)."""
+def model_config(config: dict[str, Any], source: str = "config.yaml") -> ModelConfig | None:
+    """The resolved ModelConfig saved in RUN_DIR/config.yaml (unknown keys ignored), with its
+    keys type-checked and validated as `olmo train` does (errors name `source`)."""
     section = config.get("model")
     if not isinstance(section, dict):
         return None
     names = {f.name for f in dataclasses.fields(ModelConfig)} - {"preset"}
-    return ModelConfig(**{k: v for k, v in section.items() if k in names})
+    known = {k: v for k, v in section.items() if k in names}
+    cfg = from_dict(ModelConfig, known, "model.", source)
+    cfg.validate()
+    return cfg
 
 
 def flops_per_token(model: ModelConfig, seq_len: int) -> float:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from olmo.fsutil import atomic_write_json, atomic_write_text
+from olmo.inputs import check_output
 from olmo.observe import plots
 from olmo.observe.mfu import flops_per_token, mfu, model_config, peak_flops
 from olmo.observe.rundata import RunData, is_number, load_run
@@ -167,7 +168,7 @@ def _attempt_rows(run: RunData) -> list[str]:
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     """Write the plots, summary.md and summary.json to OUT (default RUN_DIR/report)."""
     run = load_run(run_dir)
-    out = Path(out) if out else run.run_dir / "report"
+    out = check_output(out or run.run_dir / "report", "--out", is_dir=True)
     out.mkdir(parents=True, exist_ok=True)
     s = summarize(run)
     fpt, peak = s["flops_per_token"], s["peak_flops_per_device"]

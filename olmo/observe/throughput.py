@@ -22,6 +22,7 @@ import torch
 from olmo.config.schema import Config, load_config
 from olmo.envinfo import environment_fingerprint
 from olmo.errors import OlmoError
+from olmo.inputs import at_least, check_output
 from olmo.observe.mfu import PEAK_BF16_FLOPS, flops_per_token, table_key
 from olmo.train.optim import build_optimizer
 from olmo.train.setup import autocast_context, build_model_for, setup_logging, use_bf16
@@ -154,6 +155,8 @@ def run_bench(cfg: Config, windows: int, steps_per_window: int, warmup: int) -> 
 def _main(args: argparse.Namespace) -> int:
     from olmo.distributed.env import destroy
 
+    if args.out:
+        check_output(args.out, "--out")
     cfg = load_config(args.config, args.overrides)
     try:
         rec = run_bench(cfg, args.windows, args.steps_per_window, args.warmup)
@@ -187,8 +190,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "configs/olmo-1b.yaml --data.seq_len=4096 --model.max_seq_len=4096 --out FILE",
     )
     p.add_argument("config", help="YAML config file")
-    p.add_argument("--windows", type=int, default=5, help="timed windows (median reported)")
-    p.add_argument("--steps-per-window", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compile, caches)")
+    p.add_argument("--windows", type=at_least(1), default=5, help="timed windows (median reported)")
+    p.add_argument("--steps-per-window", type=at_least(1), default=3)
+    p.add_argument(
+        "--warmup", type=at_least(0), default=2, help="untimed steps first (compile, caches)"
+    )
     p.add_argument("--out", help="append the JSON result to this file")
     p.set_defaults(func=_main, overrides=[])

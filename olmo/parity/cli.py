@@ -8,12 +8,14 @@ from pathlib import Path
 
 from olmo.errors import OlmoError
 from olmo.fsutil import atomic_write_text
+from olmo.inputs import at_least, check_output, nonnegative_float
 
 
 def _fingerprint(args: argparse.Namespace) -> int:
     from olmo.config.schema import load_config
     from olmo.parity.fingerprint import FingerprintOptions, fingerprint
 
+    check_output(args.out, "--out")
     config = Path(args.config)
     if config.is_dir():  # a run directory: its resolved config
         config = config / "config.yaml"
@@ -64,6 +66,8 @@ def _compare(args: argparse.Namespace) -> int:
 def _runs(args: argparse.Namespace) -> int:
     from olmo.parity.runs import compare_runs, plot, read_steps, report, summary
 
+    if args.png:
+        check_output(args.png, "--png")
     result = compare_runs(read_steps(args.a), read_steps(args.b), args.window, args.band)
     if args.png:
         plot(result, args.png, args.a, args.b)
@@ -92,8 +96,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="fingerprint JSON to write")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
-    p.add_argument("--batches", type=int, default=1, help="golden batches (default 1)")
-    p.add_argument("--instances", type=int, help="instances per batch (default micro batch)")
+    p.add_argument("--batches", type=at_least(1), default=1, help="golden batches (default 1)")
+    p.add_argument(
+        "--instances", type=at_least(1), help="instances per batch (default micro batch)"
+    )
     p.add_argument(
         "-o",
         "--override",
@@ -112,8 +118,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     c = sub.add_parser("compare", help="compare two fingerprints against tolerances (exit 0/1)")
     c.add_argument("a", metavar="A.json")
     c.add_argument("b", metavar="B.json")
-    c.add_argument("--rtol-fp32", type=float, default=DEFAULT_RTOL["fp32"])
-    c.add_argument("--rtol-bf16", type=float, default=DEFAULT_RTOL["bf16"])
+    c.add_argument("--rtol-fp32", type=nonnegative_float, default=DEFAULT_RTOL["fp32"])
+    c.add_argument("--rtol-bf16", type=nonnegative_float, default=DEFAULT_RTOL["bf16"])
     c.add_argument(
         "--require-bits",
         action="store_true",
@@ -127,7 +133,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("a", metavar="RUN_A")
     r.add_argument("b", metavar="RUN_B")
     r.add_argument("--png", type=Path, help="write an overlay plot")
-    r.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="steps per window")
-    r.add_argument("--band", type=float, default=DEFAULT_BAND, help="max windowed |Δ loss|")
+    r.add_argument("--window", type=at_least(1), default=DEFAULT_WINDOW, help="steps per window")
+    r.add_argument(
+        "--band", type=nonnegative_float, default=DEFAULT_BAND, help="max windowed |Δ loss|"
+    )
     r.add_argument("--json", action="store_true", help="one JSON verdict line")
     r.set_defaults(func=_runs)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from olmo.errors import OlmoError
+from olmo.inputs import check_record
 from olmo.parity.fingerprint import FORMAT
 from olmo.parity.stats import relative_difference
 
@@ -52,11 +53,17 @@ class Comparison:
         return not self.problems and self.first_break is None
 
 
+# What compare() and the report read from a fingerprint, checked on load.
+FIELDS = {"device": str, "dtype": str, "config": dict, "exact": dict, "bits": dict,
+          "quantities": dict}  # fmt: skip
+QUANTITY = {"value": (int, float), "scale": (int, float)}
+
+
 def load_fingerprint(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
         data = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise OlmoError(
             f"{p}: cannot read a fingerprint ({e}); make one with olmo parity fingerprint"
         ) from None
@@ -64,6 +71,10 @@ def load_fingerprint(path: str | Path) -> dict[str, Any]:
         raise OlmoError(
             f"{p}: not a parity fingerprint (format {FORMAT}); make one with olmo parity fingerprint"
         )
+    fix = "make it again with olmo parity fingerprint"
+    check_record(data, str(p), FIELDS, fix, required=tuple(FIELDS))
+    for name, q in data["quantities"].items():
+        check_record(q, f"{p}: quantity {name}", QUANTITY, fix, required=tuple(QUANTITY))
     return data
 
 

@@ -10,7 +10,6 @@ difference d_w = |mean(loss_A over w) − mean(loss_B over w)| must stay ≤ the
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -18,9 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from olmo.errors import OlmoError
+from olmo.inputs import check_record, read_json_lines
 
 DEFAULT_WINDOW = 10
 DEFAULT_BAND = 0.05  # nats of mean next-token loss
+
+
+STEP_FIELDS = {"step": int, "loss": (int, float), "batch_hash": str}
 
 
 def read_steps(run: str | Path) -> dict[int, dict[str, Any]]:
@@ -31,13 +34,11 @@ def read_steps(run: str | Path) -> dict[int, dict[str, Any]]:
     if not path.is_file():
         raise OlmoError(f"{path}: no metrics.jsonl; pass a run directory written by olmo train")
     steps: dict[int, dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
+    lines, _ = read_json_lines(path, "repair the line")  # lines cut short by a kill are skipped
+    for n, rec in lines:
         if isinstance(rec, dict) and "step" in rec and "loss" in rec and "batch_hash" in rec:
-            steps[int(rec["step"])] = rec
+            check_record(rec, f"{path}:{n}", STEP_FIELDS, "repair the line")
+            steps[rec["step"]] = rec
     if not steps:
         raise OlmoError(f"{path}: no step records with loss and batch_hash")
     return dict(sorted(steps.items()))
