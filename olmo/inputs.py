@@ -56,10 +56,15 @@ positive_float = finite_float(0.0, inclusive=False)
 nonnegative_float = finite_float(0.0, inclusive=True)
 
 
-def check_output(path: str | os.PathLike, what: str, is_dir: bool = False) -> Path:
+def check_output(
+    path: str | os.PathLike, what: str, is_dir: bool = False, suffix: str | None = None
+) -> Path:
     """Refuse an output path that cannot be created, before any work is done: an existing path
-    of the other kind, or a nearest existing ancestor that is not a writable directory."""
+    of the other kind, a nearest existing ancestor that is not a writable directory, or a file
+    name without `suffix` (the format it is written in)."""
     p = Path(path)
+    if suffix is not None and p.suffix.lower() != suffix:
+        raise OlmoError(f"{p}: {what} writes a {suffix} file; give a name ending in {suffix}")
     kind = "directory" if is_dir else "file"
     if p.exists() and p.is_dir() != is_dir:
         other = "a directory" if p.is_dir() else "a file"

@@ -315,6 +315,7 @@ ENERGY_REPORT = [
     case("job-status-not-string", "energy report run", ("job.json", "status"),
          energy_files(job={**JOB, "status": 3})),
     case("png-under-a-file", "energy report run --png f/p.png", "f/p.png", {**energy_files(), "f": "x"}),
+    case("png-not-png", "energy report run --png p.svg", ("p.svg", ".png"), energy_files()),
     case("no-energy-dir", "energy report run", "run", {"run/x": "x"}),
 ]
 
@@ -358,6 +359,7 @@ PARITY_RUNS = [
     case("step-not-int", "parity runs a b", ("metrics.jsonl:1", "step"), two_runs(jsonl({**STEP, "step": "x"}))),
     case("deep-json-line", "parity runs a b", "metrics.jsonl:2", two_runs(jsonl(STEP) + DEEP_JSON)),
     case("png-under-a-file", "parity runs a b --png f/p.png", "f/p.png", {**two_runs(jsonl(STEP)), "f": "x"}),
+    case("png-not-png", "parity runs a b --png p", ("--png", ".png"), two_runs(jsonl(STEP))),
     case("window-0", "parity runs a b --window 0", "--window", two_runs(jsonl(STEP))),
     case("band-nan", "parity runs a b --band nan", "--band", two_runs(jsonl(STEP))),
 ]

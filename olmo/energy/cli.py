@@ -15,7 +15,7 @@ def _report(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     if args.png:
-        check_output(args.png, "--png")
+        check_output(args.png, "--png", suffix=".png")
     data = load(run_dir)
     print(json.dumps(data, indent=1) if args.json else table(data))
     if args.png:

@@ -67,7 +67,7 @@ def _runs(args: argparse.Namespace) -> int:
     from olmo.parity.runs import compare_runs, plot, read_steps, report, summary
 
     if args.png:
-        check_output(args.png, "--png")
+        check_output(args.png, "--png", suffix=".png")
     result = compare_runs(read_steps(args.a), read_steps(args.b), args.window, args.band)
     if args.png:
         plot(result, args.png, args.a, args.b)
