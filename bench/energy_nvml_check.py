@@ -32,8 +32,9 @@ from common import append_result, environment
 from olmo.config.schema import load_config
 from olmo.energy.callback import EnergyMonitor
 from olmo.energy.nvml import NvmlBackend
+from olmo.run import default_callbacks  # noqa: E402
 from olmo.train.callbacks import Callback
-from olmo.train.setup import build_components, default_callbacks
+from olmo.train.setup import build_components
 from olmo.train.trainer import Trainer
 
 NVML: Any = None  # the pynvml module, or FakeNvml

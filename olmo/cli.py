@@ -53,7 +53,7 @@ def _train(args: argparse.Namespace) -> int:
         )
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
-    from olmo.train.trainer import run_training
+    from olmo.run import run_training
 
     return run_training(cfg, run_dir)
 

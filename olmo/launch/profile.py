@@ -188,7 +188,9 @@ def _placeholder(data: Any, prefix: str = "") -> str | None:
     return None
 
 
-def _read(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
+def read_profile_data(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
+    """A profile's raw data with its `base:` chain merged, and where it came from (unchecked:
+    `olmo energy estimate` needs only its energy facts)."""
     path = Path(name_or_path)
     if not name_or_path.endswith((".yaml", ".yml")):
         path = cluster_dir() / f"{name_or_path}.yaml"
@@ -203,7 +205,7 @@ def _read(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any]
     if base is not None:
         if str(base) in seen:
             raise OlmoError(f"{path}: 'base: {base}' loops back to itself")
-        parent, _ = _read(str(base), (*seen, str(base)))
+        parent, _ = read_profile_data(str(base), (*seen, str(base)))
         data = deep_merge(parent, data)
     return data, str(path)
 
@@ -213,7 +215,7 @@ def load_profile(
 ) -> Profile:
     """Load a profile by name (cluster/NAME.yaml) or path, apply `key=value` overrides (values
     parsed as YAML) and `exact` values (taken as they are, e.g. --time), check it."""
-    data, source = _read(name_or_path)
+    data, source = read_profile_data(name_or_path)
     if overrides:
         data = deep_merge(data, parse_overrides(overrides))
         source += " + --set"

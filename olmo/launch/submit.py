@@ -26,11 +26,9 @@ from olmo.launch.command import (
     train_overrides,
 )
 from olmo.launch.profile import Profile
-from olmo.launch.restart import note_attempt_nodes, requeue_job, restart_limit_message
+from olmo.launch.restart import note_attempt_nodes, requeue_job
 from olmo.launch.sbatch import JobSpec
-from olmo.slurm import walltime_minutes
-
-REQUEUE_EXIT_CODE = 75
+from olmo.slurm import REQUEUE_EXIT_CODE, restart_limit_message, walltime_minutes
 
 
 def device_env(kind: str, local_rank: int) -> dict[str, str]:
@@ -63,7 +61,7 @@ class TrainTask:
         if self.prof.doctor.enabled:
             self._doctor(env)
         from olmo.config.schema import load_config
-        from olmo.train.trainer import run_training
+        from olmo.run import run_training
 
         cfg = load_config(self.job.config, self.train_overrides())
         rc = run_training(cfg, Path(self.job.run_dir))

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 
 from olmo.errors import OlmoError
+from olmo.model.build import build_model
 from olmo.model.config import ModelConfig
-from olmo.model.transformer import Transformer, build_model
+from olmo.model.transformer import Transformer
 
 EOS_TOKEN_ID = 50279
 PAD_TOKEN_ID = 1
@@ -362,3 +363,28 @@ def load_hf(hf_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Tr
     model.load_state_dict(sd)  # copies (and casts to the fp32 parameters)
     model.rope.reset_tables()
     return model
+
+
+# OLMo 2's extra norms: ours → Olmo2ForCausalLM names (the rest maps as for OLMo).
+_OLMO2_NORMS = {
+    "attention.q_norm": "self_attn.q_norm",
+    "attention.k_norm": "self_attn.k_norm",
+    "attention_norm": "post_attention_layernorm",
+    "ff_norm": "post_feedforward_layernorm",
+}
+
+
+def olmo2_state_dict_to_hf(model: Transformer) -> dict[str, torch.Tensor]:
+    """Our OLMo 2 weights under `Olmo2ForCausalLM` names."""
+    sd = model.state_dict()
+    out = state_dict_to_hf(model)
+    for i in range(model.cfg.n_layers):
+        for ours, theirs in _OLMO2_NORMS.items():
+            out[f"model.layers.{i}.{theirs}.weight"] = sd[f"layers.{i}.{ours}.weight"]
+    out["model.norm.weight"] = sd["final_norm.weight"]
+    return {name: t.detach().contiguous() for name, t in out.items()}
+
+
+def to_hf_olmo2_config(cfg: ModelConfig):
+    """The transformers `Olmo2Config` of the same architecture."""
+    return _transformers().Olmo2Config(**hf_shape_kwargs(cfg), rms_norm_eps=cfg.layer_norm_eps)

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from olmo.model.config import ModelConfig
-from olmo.model.hf import state_dict_to_hf
 from olmo.model.transformer import Attention, FeedForward, RotaryEmbedding, Transformer
 
 
@@ -70,31 +69,3 @@ class Olmo2Transformer(Transformer):
         for module in self.modules():
             if isinstance(module, RMSNorm):
                 module.weight.fill_(1.0)
-
-
-_NORMS = {
-    "attention.q_norm": "self_attn.q_norm",
-    "attention.k_norm": "self_attn.k_norm",
-    "attention_norm": "post_attention_layernorm",
-    "ff_norm": "post_feedforward_layernorm",
-}
-
-
-def olmo2_state_dict_to_hf(model: Olmo2Transformer) -> dict[str, torch.Tensor]:
-    """Our OLMo 2 weights under `Olmo2ForCausalLM` names."""
-    sd = model.state_dict()
-    out = state_dict_to_hf(model)
-    for i in range(model.cfg.n_layers):
-        for ours, theirs in _NORMS.items():
-            out[f"model.layers.{i}.{theirs}.weight"] = sd[f"layers.{i}.{ours}.weight"]
-    out["model.norm.weight"] = sd["final_norm.weight"]
-    return {name: t.detach().contiguous() for name, t in out.items()}
-
-
-def to_hf_olmo2_config(cfg: ModelConfig):
-    """The transformers `Olmo2Config` of the same architecture."""
-    import transformers
-
-    from olmo.model.hf import hf_shape_kwargs
-
-    return transformers.Olmo2Config(**hf_shape_kwargs(cfg), rms_norm_eps=cfg.layer_norm_eps)

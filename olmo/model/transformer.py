@@ -224,24 +224,3 @@ class Transformer(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def build_model(
-    cfg: ModelConfig, device: str | torch.device = "cpu", seed: int | None = 0
-) -> Transformer:
-    """Build and initialise; on "meta" only the structure (call `to_empty` + `init_weights` later)."""
-    model_cls = Transformer
-    if cfg.block == "olmo2":
-        from olmo.model.olmo2 import Olmo2Transformer
-
-        model_cls = Olmo2Transformer
-    with torch.device("meta"):
-        model = model_cls(cfg)
-    if str(device) == "meta":
-        return model
-    model.to_empty(device=device)
-    gen = None
-    if seed is not None:
-        gen = torch.Generator(device=device).manual_seed(seed)
-    model.init_weights(gen)
-    return model

@@ -27,8 +27,8 @@ from olmo.errors import OlmoError
 from olmo.fsutil import atomic_write_text
 from olmo.observe.config import WandbConfig
 from olmo.observe.scrub import scrub
+from olmo.slurm import REQUEUE_EXIT_CODE
 from olmo.train.callbacks import Callback
-from olmo.train.fault import REQUEUE_EXIT_CODE
 
 if TYPE_CHECKING:
     from olmo.train.trainer import Trainer

@@ -10,20 +10,21 @@ import logging
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from olmo.errors import OlmoError
+from olmo.slurm import (  # noqa: F401  (re-exported: the loop's SLURM facts)
+    REQUEUE_EXIT_CODE,
+    WATCHDOG_EXIT_CODE,
+    job_end_time,
+    parse_squeue_time,
+)
 
 log = logging.getLogger(__name__)
 
-REQUEUE_EXIT_CODE = 75
-"""Exit code meaning "checkpointed, requeue me" (EX_TEMPFAIL); launchers requeue on it."""
-WATCHDOG_EXIT_CODE = 86
-"""Exit code after the watchdog found a hang and dumped stacks."""
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -51,49 +52,6 @@ class StopFlag:
     @property
     def is_set(self) -> bool:
         return self.signum is not None
-
-
-WALLTIME_ENV = "OLMO_WALLTIME_END"
-"""Overrides the job's end time (Unix seconds): for tests, and for launchers that know it."""
-
-
-def job_end_time() -> float | None:
-    """Unix time at which the job will be killed: $OLMO_WALLTIME_END, else SLURM's, else None."""
-    override = os.environ.get(WALLTIME_ENV)
-    if override:
-        try:
-            return float(override)
-        except ValueError:
-            raise OlmoError(f"{WALLTIME_ENV}={override!r}: expected Unix seconds") from None
-    return slurm_end_time()
-
-
-def slurm_end_time() -> float | None:
-    """Unix time at which SLURM will kill this job, or None (not under SLURM / unlimited)."""
-    job = os.environ.get("SLURM_JOB_ID")
-    if not job:
-        return None
-    try:
-        out = subprocess.run(
-            ["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True, text=True, timeout=20
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        out = None
-    if out is None or out.returncode != 0:
-        log.warning("squeue failed: the job's end time is unknown, no walltime exit")
-        return None
-    return parse_squeue_time(out.stdout)
-
-
-def parse_squeue_time(text: str) -> float | None:
-    """squeue's `%e` (local time, e.g. 2026-11-23T12:00:00) as Unix time; None if unlimited."""
-    text = text.strip().splitlines()[0].strip() if text.strip() else ""
-    if not text or text in ("N/A", "NONE", "UNLIMITED", "Unknown"):
-        return None
-    try:
-        return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
-        return None
 
 
 class Watchdog:

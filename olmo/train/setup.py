@@ -26,7 +26,8 @@ from olmo.envinfo import environment_fingerprint
 from olmo.errors import OlmoError
 from olmo.fsutil import atomic_write_text
 from olmo.model import Transformer, build_model
-from olmo.train.callbacks import Callback, ConsoleProgress, MetricsWriter, truncate_metrics
+from olmo.slurm import ENV_KEYS as SLURM_ENV_KEYS
+from olmo.train.callbacks import truncate_metrics
 from olmo.train.optim import build_optimizer
 
 log = logging.getLogger("olmo.train")
@@ -44,6 +45,8 @@ class Components:
     checkpointer: Checkpointer
     bf16: bool
     attempt: int
+    tokenizer: Any = None
+    """The run's tokenizer (built once; callbacks such as downstream eval reuse it)."""
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast_context(self.bf16, self.cfg.distributed.fsdp, self.env.device)
@@ -155,24 +158,11 @@ def _attempt_line(env: DistEnv) -> dict[str, Any]:
 def environment_record(env: DistEnv) -> dict[str, Any]:
     rec: dict[str, Any] = environment_fingerprint()
     rec.update(world_size=env.world_size, backend=env.backend, device=str(env.device))
-    rec["slurm"] = {k: v for k, v in os.environ.items() if k in _SLURM_KEYS}
+    rec["slurm"] = {k: v for k, v in os.environ.items() if k in SLURM_ENV_KEYS}
     return rec
 
 
-_SLURM_KEYS = {
-    "SLURM_JOB_ID",
-    "SLURM_JOB_NODELIST",
-    "SLURM_NNODES",
-    "SLURM_NTASKS",
-    "SLURM_RESTART_COUNT",
-    "SLURM_CLUSTER_NAME",
-}
-
-
 def build_components(cfg: Config, run_dir: Path) -> Components:
-    from olmo.launch.restart import check_restart_limit
-
-    check_restart_limit()  # a job SLURM requeued past the profile's restart limit stops here
     env = init_distributed(cfg.distributed.backend, cfg.distributed.init_timeout_s)
     setup_logging(env.rank)
     run_dir = Path(run_dir)
@@ -209,25 +199,6 @@ def build_components(cfg: Config, run_dir: Path) -> Components:
         len(loader.dataset),
         cfg.data.seq_len,
     )
-    return Components(cfg, env, run_dir, model, optim, loader, eval_data, ckpt, bf16, attempt)
-
-
-def default_callbacks(cfg: Config, parts: Components) -> list[Callback]:
-    from olmo.observe.wandb_logger import WandbLogger
-    from olmo.train.evaluate import HeldOutEval
-
-    cbs: list[Callback] = []
-    if parts.eval_data is not None:
-        cbs.append(HeldOutEval(parts.eval_data, cfg.train.eval_interval, cfg.train.eval_batches))
-    if cfg.eval.interval > 0:
-        from olmo.eval.callback import DownstreamEval
-
-        cbs.append(DownstreamEval(cfg.eval, cfg.data.build_tokenizer()))
-    if cfg.energy.enabled:  # before the writers: adds energy_j/power_w, writes energy.json
-        from olmo.energy.callback import EnergyMonitor
-
-        cbs.append(EnergyMonitor(cfg.energy, parts.run_dir, parts.env, parts.attempt))
-    cbs.append(ConsoleProgress(cfg.train.progress, cfg.train.max_steps))
-    cbs.append(WandbLogger(cfg.wandb, parts.run_dir, config_to_dict(cfg), parts.attempt))
-    cbs.append(MetricsWriter(parts.run_dir / "metrics.jsonl"))
-    return cbs
+    return Components(
+        cfg, env, run_dir, model, optim, loader, eval_data, ckpt, bf16, attempt, tokenizer
+    )

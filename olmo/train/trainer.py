@@ -12,7 +12,6 @@ import math
 import signal
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -67,7 +66,16 @@ class _Pending:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, parts: Components, callbacks: list[Callback]):
+    def __init__(
+        self,
+        cfg: Config,
+        parts: Components,
+        callbacks: list[Callback],
+        stop: StopFlag | None = None,
+    ):
+        """`stop`: the caller's flag when it installed one before start-up (run_training does,
+        so a preemption signal during start-up still ends in a checkpoint); else the trainer's
+        own, installed by fit()."""
         self.cfg, self.parts, self.callbacks = cfg, parts, callbacks
         self.env, self.model, self.optim, self.loader = (
             parts.env,
@@ -76,7 +84,8 @@ class Trainer:
             parts.loader,
         )
         self.state = TrainState()
-        self.stop = StopFlag()
+        self._own_stop = stop is None
+        self.stop = StopFlag() if stop is None else stop
         self.checkpointer: Checkpointer = parts.checkpointer
         self.deadline = None
         self._pending: list[_Pending] = []
@@ -94,7 +103,8 @@ class Trainer:
     def fit(self) -> int:
         """Train to max_steps; returns the process exit code (0, or REQUEUE_EXIT_CODE)."""
         self.parts.record_attempt()
-        self.stop.install()
+        if self._own_stop:
+            self.stop.install()
         self._resume()
         self._batches = iter(self.loader)
         end = job_end_time()
@@ -132,7 +142,8 @@ class Trainer:
             self.checkpointer.wait()
         finally:
             watchdog.stop()
-            self.stop.uninstall()
+            if self._own_stop:
+                self.stop.uninstall()
         self._emit("on_train_end", status)
         if status == "requeue":
             log.warning(
@@ -288,20 +299,3 @@ def _signal_name(signum: int) -> str:
 
 def _clock(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
-def run_training(cfg: Config, run_dir: Path) -> int:
-    from olmo.train.setup import build_components, default_callbacks
-
-    stop = StopFlag()
-    stop.install()  # already during start-up: a preemption signal then still ends in a checkpoint
-    try:
-        parts = build_components(cfg, run_dir)
-        try:
-            trainer = Trainer(cfg, parts, default_callbacks(cfg, parts))
-            trainer.stop = stop
-            return trainer.fit()
-        finally:
-            parts.close()
-    finally:
-        stop.uninstall()

@@ -9,7 +9,8 @@ import torch
 
 from olmo.model import ModelConfig, build_model
 from olmo.model.config import PRESETS
-from olmo.model.olmo2 import Olmo2Transformer, olmo2_state_dict_to_hf, to_hf_olmo2_config
+from olmo.model.hf import olmo2_state_dict_to_hf, to_hf_olmo2_config
+from olmo.model.olmo2 import Olmo2Transformer
 
 BASE = ModelConfig(
     d_model=64,

@@ -1,0 +1,56 @@
+"""The composition root: builds a training run and chooses its callbacks.
+
+`olmo/train/` is the loop and knows nothing of its plugins; this module is where held-out and
+downstream eval, energy, wandb, progress and the metrics file are attached, and where the SLURM
+restart limit is enforced. `olmo train` and `olmo launch`'s tasks start here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from olmo.config.schema import Config, config_to_dict
+from olmo.slurm import check_restart_limit
+from olmo.train.callbacks import Callback, ConsoleProgress, MetricsWriter
+from olmo.train.fault import StopFlag
+from olmo.train.setup import Components, build_components
+from olmo.train.trainer import Trainer
+
+
+def default_callbacks(cfg: Config, parts: Components) -> list[Callback]:
+    """Held-out eval, downstream eval, energy, progress, wandb, then the metrics file (last: it
+    writes what the others added to each record)."""
+    from olmo.observe.wandb_logger import WandbLogger
+    from olmo.train.evaluate import HeldOutEval
+
+    cbs: list[Callback] = []
+    if parts.eval_data is not None:
+        cbs.append(HeldOutEval(parts.eval_data, cfg.train.eval_interval, cfg.train.eval_batches))
+    if cfg.eval.interval > 0:
+        from olmo.eval.callback import DownstreamEval
+
+        tokenizer = parts.tokenizer or cfg.data.build_tokenizer()
+        cbs.append(DownstreamEval(cfg.eval, tokenizer))
+    if cfg.energy.enabled:  # before the writers: adds energy_j/power_w, writes energy.json
+        from olmo.energy.callback import EnergyMonitor
+
+        cbs.append(EnergyMonitor(cfg.energy, parts.run_dir, parts.env, parts.attempt))
+    cbs.append(ConsoleProgress(cfg.train.progress, cfg.train.max_steps))
+    cbs.append(WandbLogger(cfg.wandb, parts.run_dir, config_to_dict(cfg), parts.attempt))
+    cbs.append(MetricsWriter(parts.run_dir / "metrics.jsonl"))
+    return cbs
+
+
+def run_training(cfg: Config, run_dir: Path) -> int:
+    """Train (or continue) the run in `run_dir`; returns the process exit code."""
+    check_restart_limit()  # a job SLURM requeued past the profile's restart limit stops here
+    stop = StopFlag()
+    stop.install()  # already during start-up: a preemption signal then still ends in a checkpoint
+    try:
+        parts = build_components(cfg, run_dir)
+        try:
+            return Trainer(cfg, parts, default_callbacks(cfg, parts), stop).fit()
+        finally:
+            parts.close()
+    finally:
+        stop.uninstall()
