@@ -1,4 +1,5 @@
-"""In-loop downstream evaluation: per-task accuracy added to the step's metrics record."""
+"""In-loop downstream evaluation: per-task accuracy (and the normalization mode) added to the
+step's metrics record."""
 
 from __future__ import annotations
 
@@ -43,12 +44,18 @@ class DownstreamEval(Callback):
             rank=env.rank,
             world_size=env.world_size,
             data_dir=self.cfg.data_dir,
+            normalization=self.cfg.normalization,
         )
         model.train(was_training)
         self.results[step] = acc
-        log.info("step %d downstream: %s", step, " ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+        scores = " ".join(f"{k} {v:.3f}" for k, v in acc.items())
+        log.info("step %d downstream (%s): %s", step, self.cfg.normalization, scores)
 
     def on_metrics(self, trainer: Trainer, records: list[dict[str, Any]]) -> None:
         for rec in records:
-            for task, acc in self.results.pop(rec["step"], {}).items():
-                rec[f"downstream/{task}"] = acc
+            acc = self.results.pop(rec["step"], None)
+            if acc is None:
+                continue
+            rec.update({f"downstream/{task}": a for task, a in acc.items()})
+            # not under downstream/: readers take every downstream/ value for an accuracy
+            rec["downstream_normalization"] = self.cfg.normalization

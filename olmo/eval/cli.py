@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from olmo.errors import OlmoError
-from olmo.eval.tasks import TASKS
+from olmo.eval.tasks import MODES, TASKS, normalization
 from olmo.inputs import at_least
 
 
@@ -64,13 +64,16 @@ def _run(args: argparse.Namespace) -> int:
         max_len=max_len,
         device=device,
         data_dir=args.data_dir,
+        normalization=args.normalization,
     )
+    norms = {t: normalization(t, args.normalization) for t in tasks}
     if args.json:
-        print(json.dumps({"checkpoint": str(ckpt), "limit": args.limit, "accuracy": acc}))
+        out = {"checkpoint": str(ckpt), "limit": args.limit, "normalization": args.normalization}
+        print(json.dumps({**out, "normalizations": norms, "accuracy": acc}))
     else:
-        print(f"{ckpt} (zero-shot, {args.limit or 'all'} docs per task)")
+        print(f"{ckpt} (zero-shot, {args.limit or 'all'} docs per task, {args.normalization})")
         for task, a in acc.items():
-            print(f"  {task:14s} {a:6.3f}")
+            print(f"  {task:14s} {a:6.3f}  ({norms[task]})")
         print(f"  {'mean':14s} {sum(acc.values()) / len(acc):6.3f}")
     return 0
 
@@ -80,8 +83,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval",
         help="zero-shot downstream accuracy of a checkpoint (ARC, BoolQ, COPA, HellaSwag, ...)",
-        description="Rank classification as in the OLMo paper; the bundled subset holds 100 "
-        "documents per task.",
+        description="Zero-shot rank classification with the OLMo paper's normalizations "
+        "(or ai2-olmo's, --normalization oe-eval); the bundled subset holds 100 documents per task.",
     )
     p.add_argument("checkpoint", help="checkpoint dir, or a run dir (uses checkpoints/latest)")
     p.add_argument("--tasks", help=f"comma-separated subset of: {','.join(TASKS)}")
@@ -93,5 +96,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "--max-len", type=at_least(1), help="context window (default: model.max_seq_len)"
     )
     p.add_argument("--data-dir", help="directory of <task>.jsonl.gz (default: bundled subset)")
+    p.add_argument(
+        "--normalization",
+        choices=MODES,
+        default="paper",
+        help="per-task score normalization: paper (OLMo paper §4.1, default) or oe-eval "
+        "(ai2-olmo's rc_0shot evaluators)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)

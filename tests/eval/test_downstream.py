@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from olmo.errors import OlmoError
-from olmo.eval.downstream import Request, accuracy, score_requests
+from olmo.eval.downstream import Request, normalized_scores, predict, score_requests
 from olmo.eval.tasks import TASKS, Choice, Doc, load_task
 from olmo.model import ModelConfig, build_model
 from tests.helpers import SMALL, olmo, read_metrics
@@ -36,6 +36,11 @@ def score(reqs: list[Request]) -> torch.Tensor:
 def doc(gold: int, *continuations: list[int], context=(1, 2, 3)) -> tuple[Doc, list[Request]]:
     choices = tuple(Choice("ctx", f"c{i}") for i in range(len(continuations)))
     return Doc(0, gold, choices), [Request(list(context), list(c)) for c in continuations]
+
+
+def accuracy(docs: list[Doc], reqs: list[Request], ll: torch.Tensor, norm: str) -> float:
+    preds = predict(normalized_scores(docs, reqs, ll, norm), "paper")
+    return sum(p == d.gold for p, d in zip(preds, docs, strict=True)) / len(docs)
 
 
 def test_rank_classification_picks_the_known_answer():
@@ -146,17 +151,23 @@ def test_in_loop_eval_and_olmo_eval_cli(tmp_path: Path):
         "--eval.interval=5",
         "--eval.tasks=[copa,piqa]",
         "--eval.limit=8",
+        "--eval.normalization=oe-eval",
     )
     recs = {r["step"]: r for r in read_metrics(run)}
     for step in (5, 10):
         assert 0.0 <= recs[step]["downstream/copa"] <= 1.0
         assert "downstream/piqa" in recs[step]
-    assert "downstream/copa" not in recs[4]
-    out = olmo(
-        "eval", str(run), "--tasks", "copa,piqa", "--limit", "8", "--max-len", "32", "--json"
-    )
-    acc = json.loads(out.stdout)["accuracy"]
+        assert recs[step]["downstream_normalization"] == "oe-eval"
+    assert "downstream/copa" not in recs[4] and "downstream_normalization" not in recs[4]
+    args = ("eval", str(run), "--tasks", "copa,piqa", "--limit", "8", "--max-len", "32", "--json")
+    out = json.loads(olmo(*args, "--normalization", "oe-eval").stdout)
+    assert out["normalization"] == "oe-eval"
+    assert out["normalizations"] == {"copa": "none", "piqa": "per_char"}
     # the final checkpoint is the model the in-loop eval saw at step 10 (same windows: seq_len 32)
-    assert acc == pytest.approx({k: recs[10][f"downstream/{k}"] for k in ("copa", "piqa")})
+    assert out["accuracy"] == pytest.approx(
+        {k: recs[10][f"downstream/{k}"] for k in ("copa", "piqa")}
+    )
+    paper = json.loads(olmo(*args).stdout)
+    assert paper["normalization"] == "paper" and paper["normalizations"]["piqa"] == "per_token"
     bad = olmo("eval", str(run), "--tasks", "copa,nope", check=False)
     assert bad.returncode == 2 and "unknown task 'nope'" in bad.stderr
