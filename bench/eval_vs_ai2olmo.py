@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -51,9 +52,14 @@ REF_PACKAGES = [
 """ai2-olmo with the extras its eval code imports (datasets, sklearn, torchmetrics)."""
 
 
-def sh(*cmd: str | Path) -> None:
+def ref_env() -> dict[str, str]:
+    """This environment without PYTHONPATH: it could put our `olmo` before ai2-olmo's."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def sh(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
     """Run a command; on failure exit with its output's tail."""
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=REPO, env=env)
     if proc.returncode != 0:
         raise SystemExit(
             f"{' '.join(map(str, cmd))} failed:\n{(proc.stdout + proc.stderr)[-3000:]}"
@@ -82,12 +88,13 @@ def reference_venv(work: Path) -> tuple[Path, dict[str, str]]:
     marker = venv / "olmo-hpc-packages.json"
     if not marker.is_file() or json.loads(marker.read_text()) != wanted:
         shutil.rmtree(venv, ignore_errors=True)
-        sh(Path(sys.base_prefix) / "bin" / "python3", "-m", "venv", venv)
-        sh(venv / "bin" / "pip", "install", "--quiet", *wanted)
+        sh(Path(sys.base_prefix) / "bin" / "python3", "-m", "venv", venv, env=ref_env())
+        sh(venv / "bin" / "python", "-m", "pip", "install", "--quiet", *wanted, env=ref_env())
         marker.write_text(json.dumps(wanted))
     freeze = subprocess.run(
-        [venv / "bin" / "pip", "freeze"], capture_output=True, text=True, check=True
-    ).stdout.split()
+        [venv / "bin" / "python", "-m", "pip", "freeze"],
+        capture_output=True, text=True, check=True, env=ref_env(),
+    ).stdout.split()  # fmt: skip
     names = {p.split("==")[0].lower() for p in wanted}
     versions = dict(p.split("==", 1) for p in freeze if "==" in p)
     return venv / "bin" / "python", {k: v for k, v in versions.items() if k.lower() in names}
@@ -110,7 +117,7 @@ def reference(python: Path, hf: Path, work: Path, results: dict[str, TaskResult]
     request.write_text(json.dumps({"tasks": tasks, "batch_size": BATCH}))
     proc = subprocess.run(
         [python, REPO / "bench" / "ai2olmo_reference.py", hf, request],
-        capture_output=True, text=True, cwd=work,
+        capture_output=True, text=True, cwd=work, env=ref_env(),
     )  # fmt: skip
     if proc.returncode != 0:
         raise SystemExit(f"reference failed:\n{proc.stderr[-3000:]}")
