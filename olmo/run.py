@@ -12,7 +12,7 @@ from pathlib import Path
 from olmo.config.schema import Config, config_to_dict
 from olmo.slurm import check_restart_limit
 from olmo.train.callbacks import Callback, ConsoleProgress, MetricsWriter
-from olmo.train.fault import StopFlag
+from olmo.train.fault import FaultInjection, StopFlag
 from olmo.train.setup import Components, build_components
 from olmo.train.trainer import Trainer
 
@@ -38,7 +38,8 @@ def default_callbacks(cfg: Config, parts: Components) -> list[Callback]:
     cbs.append(ConsoleProgress(cfg.train.progress, cfg.train.max_steps))
     cbs.append(WandbLogger(cfg.wandb, parts.run_dir, config_to_dict(cfg), parts.attempt))
     cbs.append(MetricsWriter(parts.run_dir / "metrics.jsonl"))
-    return cbs
+    faults = FaultInjection.from_env(parts.env.rank, parts.run_dir)  # $OLMO_FAULT_INJECT drills
+    return cbs if faults is None else [faults, *cbs]
 
 
 def run_training(cfg: Config, run_dir: Path) -> int:

@@ -26,7 +26,7 @@ from olmo.inputs import at_least, check_output
 from olmo.observe.mfu import PEAK_BF16_FLOPS, flops_per_token, table_key
 from olmo.train.optim import build_optimizer
 from olmo.train.setup import autocast_context, build_model_for, setup_logging, use_bf16
-from olmo.train.step import clip_gradients, forward_backward, optimizer_step
+from olmo.train.step import clip_gradients, forward_backward, loss_scale, optimizer_step
 
 log = logging.getLogger("olmo.bench")
 
@@ -102,7 +102,7 @@ def run_bench(cfg: Config, windows: int, steps_per_window: int, warmup: int) -> 
         0, cfg.model.vocab_size, (global_batch // env.world_size, seq_len), generator=gen
     )
     batch = batch.to(env.device)
-    scale = env.world_size / (global_batch * (seq_len - 1))
+    scale = loss_scale(env.world_size, global_batch, seq_len)
 
     def autocast():
         return autocast_context(bf16, cfg.distributed.fsdp, env.device)

@@ -22,11 +22,21 @@ log = logging.getLogger("olmo.train")
 
 
 class Callback:
+    """Hooks: on_resume (the step training continues from; 0 = from scratch), on_train_start,
+    then in the order a step meets them: pre_step → (forward/backward) → pre_optim_step
+    (gradients exist, not yet clipped) → post_step → the boundary (flush → on_metrics, eval,
+    checkpoint → on_shards_written on every rank before the commit, on_checkpoint) → on_step_end.
+    """
+
     def on_train_start(self, trainer: Trainer) -> None: ...
+    def on_resume(self, trainer: Trainer, step: int) -> None: ...
     def pre_step(self, trainer: Trainer, step: int) -> None: ...
+    def pre_optim_step(self, trainer: Trainer, step: int) -> None: ...
     def post_step(self, trainer: Trainer, step: int) -> None: ...
     def on_metrics(self, trainer: Trainer, records: list[dict[str, Any]]) -> None: ...
+    def on_shards_written(self, trainer: Trainer, step: int) -> None: ...
     def on_checkpoint(self, trainer: Trainer, step: int) -> None: ...
+    def on_step_end(self, trainer: Trainer, step: int) -> None: ...
     def on_train_end(self, trainer: Trainer, status: str) -> None: ...
 
 
@@ -54,10 +64,23 @@ def truncate_metrics(path: Path, keep_through_step: int) -> int:
 
 
 class MetricsWriter(Callback):
-    """Rank 0 appends one JSON object per step to RUN_DIR/metrics.jsonl."""
+    """Rank 0 appends one JSON object per step to RUN_DIR/metrics.jsonl; on resume it drops the
+    records a killed attempt wrote past the checkpoint, so every step appears once."""
 
     def __init__(self, path: Path):
         self.path = path
+
+    def on_resume(self, trainer: Trainer, step: int) -> None:
+        if not trainer.env.is_main:
+            return
+        dropped = truncate_metrics(self.path, step)
+        if dropped:
+            log.info(
+                "%s: %d records after step %d superseded by this attempt",
+                self.path.name,
+                dropped,
+                step,
+            )
 
     def on_metrics(self, trainer: Trainer, records: list[dict[str, Any]]) -> None:
         if not trainer.env.is_main:

@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from olmo.errors import OlmoError
 from olmo.slurm import (  # noqa: F401  (re-exported: the loop's SLURM facts)
@@ -22,6 +23,10 @@ from olmo.slurm import (  # noqa: F401  (re-exported: the loop's SLURM facts)
     job_end_time,
     parse_squeue_time,
 )
+from olmo.train.callbacks import Callback
+
+if TYPE_CHECKING:
+    from olmo.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +142,16 @@ def parse_faults(text: str) -> list[Fault]:
     return faults
 
 
-class FaultInjector:
-    """Acts out the faults of $OLMO_FAULT_INJECT at deterministic points of the loop."""
+class FaultInjection(Callback):
+    """Acts out the faults of $OLMO_FAULT_INJECT at deterministic points of the loop (a drill
+    for tests and operators: attached by the composition root only when the variable is set)."""
 
     def __init__(self, faults: list[Fault], rank: int, run_dir: Path):
         self.rank, self.run_dir = rank, run_dir
         self.faults = [f for f in faults if f.rank is None or f.rank == rank]
 
     @classmethod
-    def from_env(cls, rank: int, run_dir: Path) -> FaultInjector | None:
+    def from_env(cls, rank: int, run_dir: Path) -> FaultInjection | None:
         text = os.environ.get(FAULT_ENV, "")
         return cls(parse_faults(text), rank, run_dir) if text.strip() else None
 
@@ -166,19 +172,25 @@ class FaultInjector:
         os.close(fd)
         return True
 
-    def after_step(self, step: int) -> None:
+    def pre_optim_step(self, trainer: Trainer, step: int) -> None:
+        """nan@step: what a numerical blow-up looks like to the loop."""
+        if self._due("nan", "step", step) is None:
+            return
+        for p in trainer.model.parameters():
+            if p.grad is not None:
+                p.grad.fill_(float("nan"))
+        trainer.loss_sum = trainer.loss_sum * float("nan")
+
+    def on_step_end(self, trainer: Trainer, step: int) -> None:
         for action in ("kill", "hang"):
             fault = self._due(action, "step", step)
             if fault and self._fire_once(fault):
                 self._act(action, f"step {step}")
 
-    def after_save_written(self, step: int) -> None:
+    def on_shards_written(self, trainer: Trainer, step: int) -> None:
         fault = self._due("kill", "save", step)
         if fault and self._fire_once(fault):
             self._act("kill", f"the save of step {step}")
-
-    def nan_at(self, step: int) -> bool:
-        return self._due("nan", "step", step) is not None
 
     def _act(self, action: str, when: str) -> None:
         log.warning("%s: injected %s at %s on rank %d", FAULT_ENV, action, when, self.rank)

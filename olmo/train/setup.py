@@ -27,7 +27,6 @@ from olmo.errors import OlmoError
 from olmo.fsutil import atomic_write_text
 from olmo.model import Transformer, build_model
 from olmo.slurm import ENV_KEYS as SLURM_ENV_KEYS
-from olmo.train.callbacks import truncate_metrics
 from olmo.train.optim import build_optimizer
 
 log = logging.getLogger("olmo.train")
@@ -56,16 +55,6 @@ class Components:
 
     def after_first_step(self) -> None:
         set_collective_timeout(self.cfg.distributed.collective_timeout_s)
-
-    def on_resume(self, step: int) -> None:
-        if self.env.is_main:
-            dropped = truncate_metrics(self.run_dir / "metrics.jsonl", step)
-            if dropped:
-                log.info(
-                    "metrics.jsonl: %d records after step %d superseded by this attempt",
-                    dropped,
-                    step,
-                )
 
     def close(self) -> None:
         destroy()

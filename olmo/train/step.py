@@ -12,6 +12,17 @@ from collections.abc import Callable
 import torch
 
 
+def tokens_per_step(global_batch: int, seq_len: int) -> int:
+    """Predicted tokens of one global batch: each instance predicts seq_len − 1 next tokens."""
+    return global_batch * (seq_len - 1)
+
+
+def loss_scale(world_size: int, global_batch: int, seq_len: int) -> float:
+    """The factor on each rank's summed token loss that makes FSDP's gradient (an average over
+    ranks) the mean over every predicted token of the global batch."""
+    return world_size / tokens_per_step(global_batch, seq_len)
+
+
 def forward_backward(
     model: torch.nn.Module,
     batch: torch.Tensor,

@@ -24,14 +24,19 @@ from olmo.errors import OlmoError
 from olmo.train.callbacks import Callback
 from olmo.train.fault import (
     REQUEUE_EXIT_CODE,
-    FaultInjector,
     StopFlag,
     Watchdog,
     job_end_time,
 )
 from olmo.train.optim import lr_factor, set_lr
 from olmo.train.setup import Components
-from olmo.train.step import clip_gradients, forward_backward, optimizer_step
+from olmo.train.step import (
+    clip_gradients,
+    forward_backward,
+    loss_scale,
+    optimizer_step,
+    tokens_per_step,
+)
 
 log = logging.getLogger("olmo.train")
 
@@ -65,6 +70,18 @@ class _Pending:
     """Host Unix time at the step's boundary: its work done on CPU, issued on an accelerator."""
 
 
+@dataclass
+class Boundary:
+    """What the ranks agreed on at a step boundary."""
+
+    stop: bool
+    """A signal or the walltime: checkpoint now and exit for requeue."""
+    checkpoint: bool
+    """A checkpoint is due by the schedule."""
+    reason: str | None = None
+    """Why the run stops (the signal, or the walltime)."""
+
+
 class Trainer:
     def __init__(
         self,
@@ -92,12 +109,11 @@ class Trainer:
         self._interval_start = time.perf_counter()
         self.seq_len = cfg.data.seq_len
         self.gbs = cfg.train.global_batch_size
-        self.tokens_per_step = self.gbs * (self.seq_len - 1)
-        # FSDP averages gradients over ranks: this scale makes them the global-batch mean
-        self.loss_scale = self.env.world_size / self.tokens_per_step
-        self.faults = FaultInjector.from_env(self.env.rank, parts.run_dir)
-        if self.faults is not None:
-            self.checkpointer.on_written = self.faults.after_save_written
+        self.tokens_per_step = tokens_per_step(self.gbs, self.seq_len)
+        self.loss_scale = loss_scale(self.env.world_size, self.gbs, self.seq_len)
+        self.loss_sum: torch.Tensor | None = None
+        """The current step's summed loss (device tensor) between backward and the update."""
+        self.checkpointer.on_written = lambda step: self._emit("on_shards_written", step)
 
     # ---- lifecycle ----------------------------------------------------------------------
     def fit(self) -> int:
@@ -126,12 +142,11 @@ class Trainer:
                 watchdog.beat()
                 if self.state.step == 1:
                     self.parts.after_first_step()
-                stop = self._at_boundary() == "stop"
-                if stop and self.state.step < self.cfg.train.max_steps:
+                boundary = self._at_boundary()
+                if boundary.stop and self.state.step < self.cfg.train.max_steps:
                     status = "requeue"
                     break
-                if self.faults is not None:
-                    self.faults.after_step(self.state.step)
+                self._emit("on_step_end", self.state.step)
             self._flush()
             if (
                 status == "completed"
@@ -155,13 +170,13 @@ class Trainer:
     def _resume(self) -> None:
         path = self.checkpointer.find_resume_point()
         if path is None:
-            self.parts.on_resume(0)  # a killed attempt before the first checkpoint logged steps
+            self._emit("on_resume", 0)  # a killed attempt before the first checkpoint logged steps
             return
         saved = self.checkpointer.load(path, self.model, self.optim)
         if saved is not None:
             self.state = TrainState(**saved["train_state"])
             self.loader.load_state_dict(saved["loader"])
-        self.parts.on_resume(self.state.step)
+        self._emit("on_resume", self.state.step)
         log.info("resumed from %s at step %d", path, self.state.step)
 
     # ---- one step -----------------------------------------------------------------------
@@ -176,22 +191,17 @@ class Trainer:
         batch_hash = batch_hash_of(self.loader.global_indices(index))
         batch = batch.to(self.env.device, non_blocking=True)
         micro = self.cfg.train.micro_batch_size
-        loss_sum = forward_backward(self.model, batch, micro, self.loss_scale, self.parts.autocast)
-        if self.faults is not None and self.faults.nan_at(step):
-            loss_sum = self._poison_gradients(loss_sum)
+        self.loss_sum = forward_backward(
+            self.model, batch, micro, self.loss_scale, self.parts.autocast
+        )
+        self._emit("pre_optim_step", step)
+        loss_sum, self.loss_sum = self.loss_sum, None
         grad_norm = clip_gradients(self.model, self.cfg.optim.grad_clip)
         optimizer_step(self.optim, grad_norm, self.cfg.optim.fused)
         self.state.step = step
         self.state.tokens_seen += self.gbs * self.seq_len
         self._pending.append(_Pending(step, loss_sum, grad_norm, lr, batch_hash, time.time()))
         self._emit("post_step", step)
-
-    def _poison_gradients(self, loss_sum: torch.Tensor) -> torch.Tensor:
-        """Injected fault: what a numerical blow-up looks like to the loop."""
-        for p in self.model.parameters():
-            if p.grad is not None:
-                p.grad.fill_(float("nan"))
-        return loss_sum * float("nan")
 
     def _count_nonfinite(self, steps: list[int], norms: list[float]) -> None:
         """Book the steps whose update was skipped; stop after max_nonfinite_steps in a row.
@@ -221,7 +231,7 @@ class Trainer:
             )
 
     # ---- step boundary ------------------------------------------------------------------
-    def _at_boundary(self) -> str:
+    def _at_boundary(self) -> Boundary:
         """Log, evaluate, checkpoint; all ranks agree (one collective) on stopping early."""
         step = self.state.step
         if step % self.cfg.train.log_interval == 0:
@@ -235,14 +245,14 @@ class Trainer:
         )
         if self.env.world_size > 1:
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        stop = bool(flags[0] or flags[1])
-        if stop or flags[2]:
-            if stop:
-                self._flush()
-                reason = _signal_name(int(flags[0])) if flags[0] else "SLURM walltime near"
-                log.warning("step %d: %s → checkpoint and exit for requeue", step, reason)
+        boundary = Boundary(stop=bool(flags[0] or flags[1]), checkpoint=bool(flags[2]))
+        if boundary.stop:
+            boundary.reason = _signal_name(int(flags[0])) if flags[0] else "SLURM walltime near"
+            self._flush()
+            log.warning("step %d: %s → checkpoint and exit for requeue", step, boundary.reason)
+        if boundary.stop or boundary.checkpoint:
             self.save()
-        return "stop" if stop else "continue"
+        return boundary
 
     def save(self) -> None:
         self._flush()

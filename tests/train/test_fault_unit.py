@@ -12,7 +12,7 @@ import pytest
 from olmo.errors import OlmoError
 from olmo.train.fault import (
     Fault,
-    FaultInjector,
+    FaultInjection,
     StopFlag,
     job_end_time,
     parse_faults,
@@ -38,9 +38,9 @@ def test_bad_fault_spec_is_one_line_error(bad: str):
 
 def test_injector_ranks_ranges_and_fire_once(tmp_path: Path):
     faults = parse_faults("nan@step=4-6,rank=1;kill@step=3")
-    r0, r1 = FaultInjector(faults, 0, tmp_path), FaultInjector(faults, 1, tmp_path)
-    assert [s for s in range(1, 9) if r1.nan_at(s)] == [4, 5, 6]
-    assert not any(r0.nan_at(s) for s in range(1, 9))
+    r0, r1 = FaultInjection(faults, 0, tmp_path), FaultInjection(faults, 1, tmp_path)
+    assert [s for s in range(1, 9) if r1._due("nan", "step", s)] == [4, 5, 6]
+    assert not any(r0._due("nan", "step", s) for s in range(1, 9))
     kill = faults[1]
     assert r0._fire_once(kill) and not r0._fire_once(kill)  # a restarted run gets past it
     assert r1._fire_once(kill)  # each rank remembers its own
