@@ -17,7 +17,14 @@ class OptimConfig:
     eps: float = 1.0e-5
     """AdamW epsilon."""
     weight_decay: float = 0.1
-    """Decoupled weight decay on matrices; embeddings included as in OLMo-7B."""
+    """Decoupled weight decay on every parameter except the token embedding (see
+    decay_embeddings): the weight matrices, the output head when untied, and the norm weights of
+    `block: olmo2` (OLMo 2's configs: decay_norm_and_bias true; OLMo-core: only embeddings.weight
+    is exempt)."""
+    decay_embeddings: bool = False
+    """Decay the token embedding too (a tied output head is the same tensor). Off as in OLMo 2 and
+    OLMo-core: decaying it shrinks the embedding norm and made gradient spikes more frequent
+    (OLMo 2 paper §3.4.2)."""
     grad_clip: float = 1.0
     """Clip the global L2 norm of the gradients to this; 0 disables clipping."""
     fused: bool = True

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from olmo.train.config import OptimConfig, SchedulerConfig
 
 
+def param_groups(model: torch.nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
+    """Two groups: decayed, and not decayed (the token embedding unless cfg.decay_embeddings).
+    Matched by name as OLMo-core does (`embeddings.weight`), also under FSDP/AC/compile wrappers."""
+    decay, keep = [], []
+    for name, p in model.named_parameters():
+        exempt = name.split(".")[-2:] == ["embeddings", "weight"] and not cfg.decay_embeddings
+        (keep if exempt else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    if keep:
+        groups.append({"params": keep, "weight_decay": 0.0})
+    return groups
+
+
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(
-        model.parameters(),
+        param_groups(model, cfg),
         lr=cfg.lr,
         betas=(cfg.betas[0], cfg.betas[1]),
         eps=cfg.eps,

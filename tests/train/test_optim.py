@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from olmo.train.config import SchedulerConfig
@@ -22,3 +24,30 @@ def test_linear_midpoint():
     cfg = SchedulerConfig(decay="linear", warmup_steps=0, decay_steps=100, final_lr_ratio=0.0)
     assert lr_factor(50, cfg, 1000) == pytest.approx(0.5)
     assert lr_factor(500, cfg, 1000) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("block", ["olmo", "olmo2"])
+@pytest.mark.parametrize("tying", [True, False])
+def test_weight_decay_spares_only_the_embedding(block: str, tying: bool):
+    """OLMo 2 / OLMo-core: every parameter decays (norm weights of olmo2 too) except the token
+    embedding; with zero gradients one step shrinks exactly the decayed ones by lr × wd."""
+    import torch
+
+    from olmo.model import ModelConfig, build_model
+    from olmo.train.config import OptimConfig
+    from olmo.train.optim import build_optimizer
+
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, vocab_size=300, block=block)
+    model = build_model(dataclasses.replace(cfg, weight_tying=tying), seed=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = build_optimizer(model, OptimConfig(lr=0.5, weight_decay=0.1, fused=False))
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for name, p in model.named_parameters():
+        factor = 1.0 if name == "embeddings.weight" else 1 - 0.5 * 0.1
+        torch.testing.assert_close(p.detach(), before[name] * factor, msg=name)
+    norms = [n for n, _ in model.named_parameters() if "norm" in n]
+    assert bool(norms) == (block == "olmo2")  # OLMo's LayerNorm has no weights to decay
+    everything = build_optimizer(model, OptimConfig(decay_embeddings=True, fused=False))
+    assert [g["weight_decay"] for g in everything.param_groups] == [0.1]
