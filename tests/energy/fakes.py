@@ -42,6 +42,16 @@ class FakeNvml:
         return self.power_mw[h]
 
 
+class FakeNvmlNoDriver(FakeNvml):
+    """pynvml installed on a host without the NVIDIA driver (CPU and AMD nodes often have it)."""
+
+    def __init__(self):
+        super().__init__([], [])
+
+    def nvmlInit(self):
+        raise FakeNVMLError("NVML Shared Library Not Found")
+
+
 class FakeAmdSmi:
     """amdsmi's surface: one handle per GCD. A tick count of None makes the energy call raise
     (unsupported), 'N/A' is read as such; a power of None makes the power call raise."""

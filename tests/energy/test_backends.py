@@ -1,19 +1,25 @@
-"""Backends' arithmetic at the hardware boundary: units, wrap-around, MI250X attribution."""
+"""Backends' arithmetic at the hardware boundary (units, wrap-around, MI250X attribution), which
+backend a node uses, and the real sensors of this host where it has any."""
 
 from __future__ import annotations
 
 import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+import torch
 
-from olmo.energy import choose
 from olmo.energy.amd import AmdSmiBackend
 from olmo.energy.base import BackendUnavailable, Counter, UnavailableBackend
-from olmo.energy.choose import select_backend
+from olmo.energy.choose import BACKENDS, auto_order, select_backend
 from olmo.energy.nvml import NvmlBackend
 from olmo.energy.rapl import RaplBackend
 from olmo.energy.sampler import Sampler
-from tests.energy.fakes import FakeAmdSmi, FakeNvml, fake_mi250x, make_powercap
+from tests.energy.fakes import FakeAmdSmi, FakeNvml, FakeNvmlNoDriver, fake_mi250x, make_powercap
+from tests.energy.host import PRESENT, expected_auto, keep_busy, trainer_device_type
 
 
 def test_counter_wraps_at_max_range_and_never_goes_negative_on_reset():
@@ -44,12 +50,8 @@ def test_nvml_converts_mj_and_mw_and_integrates_power_without_counter():
 
 
 def test_nvml_without_driver_is_unavailable_with_the_reason():
-    class NoDriver(FakeNvml):
-        def nvmlInit(self):
-            raise RuntimeError("NVML Shared Library Not Found")
-
     with pytest.raises(BackendUnavailable, match="NVML Shared Library Not Found"):
-        NvmlBackend(NoDriver([], []))
+        NvmlBackend(FakeNvmlNoDriver())
     with pytest.raises(BackendUnavailable, match="no NVIDIA GPU"):
         NvmlBackend(FakeNvml([], []))
 
@@ -166,17 +168,101 @@ def test_rapl_unreadable_or_missing_says_why(tmp_path):
         RaplBackend(root)
 
 
-def test_select_backend_falls_back_to_unavailable_with_every_reason(monkeypatch, tmp_path):
-    monkeypatch.setenv("OLMO_POWERCAP_ROOT", str(tmp_path / "absent"))
+# ---- which backend a node uses ---------------------------------------------------------------
+# Hosts are simulated at the hardware boundary only: the vendor libraries (sys.modules; None =
+# not installed) and the powercap tree. The expectations come from probing the (simulated) host
+# (tests/energy/host.py), as the real-host test below does without any fake.
 
-    def no_driver():
-        raise BackendUnavailable("NVML: no driver")
 
-    monkeypatch.setitem(choose.BACKENDS, "nvml", no_driver)  # deterministic on any machine
+@dataclass
+class Host:
+    nvml: object | None
+    amdsmi: object | None
+    rapl: bool
+
+
+def simulate(host: Host, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", host.nvml)
+    monkeypatch.setitem(sys.modules, "amdsmi", host.amdsmi)
+    root = tmp_path / "powercap"
+    if host.rapl:
+        make_powercap(root, {"intel-rapl:0": ("package-0", 1, 10**6)})
+    monkeypatch.setenv("OLMO_POWERCAP_ROOT", str(root))
+
+
+def nvidia_node() -> Host:
+    return Host(FakeNvml([1000, 2000], [300_000, 310_000]), None, rapl=True)
+
+
+HOSTS = {
+    "cpu-no-sensor": (Host(FakeNvmlNoDriver(), None, rapl=False), "unavailable"),
+    "cpu-rapl": (Host(None, None, rapl=True), "rapl"),
+    "nvidia": (nvidia_node(), "nvml"),
+    "nvidia-driver-no-gpu": (Host(FakeNvml([], []), None, rapl=True), "rapl"),
+    "amd": (Host(FakeNvmlNoDriver(), FakeAmdSmi("AMD Instinct MI300X", [10, 20]), True), "amdsmi"),
+    "amd-mi250x": (Host(None, fake_mi250x(2, "odd", 0), rapl=False), "amdsmi"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTS)
+def test_auto_picks_the_sensor_the_host_has(name, monkeypatch, tmp_path):
+    host, expected = HOSTS[name]
+    simulate(host, monkeypatch, tmp_path)
+    assert expected_auto("cpu") == expected  # the probe sees the simulated host
     b = select_backend("auto", "cpu")
-    assert isinstance(b, UnavailableBackend)
-    assert set(b.reasons) == {"nvml", "amdsmi", "rapl"} and "absent" in b.reasons["rapl"]
+    assert b.name == expected
+    if expected == "unavailable":
+        assert set(b.reasons) == {"nvml", "amdsmi", "rapl"} and "powercap" in b.reasons["rapl"]
+    b.close()
+
+
+def test_rocm_builds_try_amd_smi_first(monkeypatch):
+    monkeypatch.setattr(torch.version, "hip", "6.2.41133", raising=False)
+    assert auto_order("cuda") == ["amdsmi", "nvml", "rapl"]
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    assert auto_order("cuda") == ["nvml", "amdsmi", "rapl"]
+
+
+def test_a_configured_backend_is_used_or_reported_whatever_else_the_host_has(monkeypatch, tmp_path):
+    simulate(nvidia_node(), monkeypatch, tmp_path)  # NVML would win in auto mode
+    assert select_backend("rapl", "cpu").name == "rapl"
+    assert select_backend("nvml", "cpu").name == "nvml"
+    b = select_backend("amdsmi", "cpu")  # asked for, absent: no fallback to what is there
+    assert isinstance(b, UnavailableBackend) and list(b.reasons) == ["amdsmi"]
     assert select_backend("none", "cpu").reasons == {"none": "disabled by energy.backend=none"}
-    monkeypatch.setenv("OLMO_POWERCAP_ROOT", str(make_powercap(tmp_path / "pc", {
-        "intel-rapl:0": ("package-0", 1, 10)})))  # fmt: skip
-    assert select_backend("auto", "cpu").name == "rapl"
+
+
+def test_auto_on_this_host_picks_what_it_has():
+    device = trainer_device_type()
+    b = select_backend("auto", device)  # no fakes: this machine's libraries and sysfs
+    try:
+        assert b.name == expected_auto(device)
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("name", ["nvml", "amdsmi", "rapl"])
+def test_real_sensor_readings_are_plausible(name):
+    if not PRESENT[name]():
+        pytest.skip(f"no {name} sensor on this host")
+    backend = BACKENDS[name]()
+    try:
+        t0 = time.monotonic()
+        first = backend.read()
+        keep_busy(1.0)
+        second = backend.read()
+        dt = time.monotonic() - t0
+    finally:
+        backend.close()
+    assert len(first) == len(second) == len(backend.devices) > 0
+    advanced = []
+    for dev, a, b in zip(backend.devices, first, second, strict=True):
+        if a.energy_j is not None and b.energy_j is not None:
+            watts = (b.energy_j - a.energy_j) / dt
+            assert 0 <= watts < 2000, (dev.name, watts)  # counters never run backwards
+            advanced.append(watts > 0)
+        if b.power_w is not None:
+            assert 0 < b.power_w < 2000, (dev.name, b.power_w)
+    if name == "nvml":  # every NVIDIA datacenter GPU reports power; Volta+ also count energy
+        assert all(r.power_w is not None for r in second)
+    assert any(advanced), "no energy counter advanced in 1 s of work"
