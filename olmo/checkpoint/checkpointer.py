@@ -34,9 +34,9 @@ from olmo.checkpoint.layout import (
     read_marker,
     resolve_checkpoint,
     unfinished,
-    verify_files,
     write_marker,
 )
+from olmo.checkpoint.safe import checkpoint_problems, dcp_load, load_rng, read_trainer_state
 from olmo.config.loader import save_yaml
 from olmo.errors import OlmoError
 
@@ -228,10 +228,11 @@ class Checkpointer:
         return chosen
 
     def _verify(self, path: Path) -> list[str]:
-        """Collective: each rank checksums its share of the files; everyone gets all problems."""
+        """Collective: each rank checks its share of the files (checksum, then that it loads
+        without running code); everyone gets all problems."""
         try:
             names = marked_files(path)
-            problems = verify_files(path, names[self.rank :: self.world_size])
+            problems = checkpoint_problems(path, names[self.rank :: self.world_size])
         except OlmoError as e:
             problems = [str(e)]
         if self.world_size > 1 and dist.is_initialized():
@@ -265,16 +266,7 @@ class Checkpointer:
         model_sd, optim_sd = get_state_dict(model, optim)
         with_optim = "optim" in marker.get("contents", [])
         state = {"model": model_sd, "optim": optim_sd} if with_optim else {"model": model_sd}
-        try:
-            dcp.load(state, checkpoint_id=str(path))
-        except (
-            Exception
-        ) as e:  # DCP wraps per-rank failures (shape/key mismatches) in its own types
-            first = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
-            raise OlmoError(
-                f"{path}: cannot load into this model ({first}); does model.* match the run "
-                "that wrote it?"
-            ) from None
+        dcp_load(state, path)
         set_state_dict(
             model,
             optim,
@@ -287,7 +279,7 @@ class Checkpointer:
         saved_ws = marker.get("world_size")
         rng = path / f"rng-rank{self.rank}.pt"
         if saved_ws == self.world_size and rng.is_file():
-            _set_rng_state(torch.load(rng, weights_only=True))
+            _set_rng_state(load_rng(rng))
         elif self.rank == 0:
             log.warning(
                 "resharding: checkpoint written by %s ranks, loading on %d; model, optimizer and "
@@ -295,7 +287,7 @@ class Checkpointer:
                 saved_ws,
                 self.world_size,
             )
-        return json.loads((path / TRAINER_STATE).read_text())
+        return read_trainer_state(path)
 
     def due(self, step: int) -> bool:
         by_steps = self.cfg.interval > 0 and step % self.cfg.interval == 0

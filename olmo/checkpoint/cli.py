@@ -68,8 +68,8 @@ def _verify(args: argparse.Namespace) -> int:
         checkpoints_root,
         committed_steps,
         is_checkpoint_dir,
-        verify_files,
     )
+    from olmo.checkpoint.safe import checkpoint_problems
 
     path = Path(args.path)
     if not path.exists():
@@ -86,7 +86,7 @@ def _verify(args: argparse.Namespace) -> int:
                 print(f"note {row['name']}: {row['status']}")
     bad = 0
     for ckpt in targets:
-        problems = verify_files(ckpt)
+        problems = checkpoint_problems(ckpt)
         bad += bool(problems)
         print(f"{'ok ' if not problems else 'BAD'} {ckpt}")
         for p in problems:
@@ -141,9 +141,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_info)
     p = sub.add_parser(
         "verify",
-        help="check every file against its recorded size and crc32",
-        description="Exit 0 when every file of every checkpoint matches COMMITTED.json, 1 when "
-        "one does not (the bad file is named), 2 when PATH is not a checkpoint or run dir.",
+        help="check every file against its recorded size and crc32, and that it loads safely",
+        description="Exit 0 when every file of every checkpoint matches COMMITTED.json and loads "
+        "without running code (DCP metadata, RNG and trainer state), 1 when one does not (the "
+        "bad file is named), 2 when PATH is not a checkpoint or run dir.",
     )
     p.add_argument("path", metavar="PATH")
     p.set_defaults(func=_verify)

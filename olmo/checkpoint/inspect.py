@@ -2,44 +2,35 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from olmo.checkpoint.layout import (
     CONFIG,
-    TRAINER_STATE,
     checkpoints_root,
     committed_steps,
     read_marker,
     set_aside,
     unfinished,
-    verify_files,
+)
+from olmo.checkpoint.safe import (
+    checkpoint_problems,
+    dcp_load,
+    read_dcp_metadata,
+    read_trainer_state,
 )
 from olmo.config.loader import read_yaml
 from olmo.errors import OlmoError
 
 
-def dcp_metadata(ckpt: Path) -> Any:
-    try:
-        return FileSystemReader(str(ckpt)).read_metadata()
-    except Exception as e:  # a truncated/garbled .metadata raises unpickling errors of any type
-        raise OlmoError(
-            f"{ckpt / '.metadata'}: unreadable DCP metadata ({type(e).__name__}); "
-            "run `olmo checkpoint verify` on it"
-        ) from None
-
-
 def tensor_summary(ckpt: Path) -> dict[str, dict[str, int]]:
     """Per top-level key (model, optim): tensors, their elements and bytes; non-tensor values."""
     out: dict[str, dict[str, int]] = {}
-    for fqn, md in dcp_metadata(ckpt).state_dict_metadata.items():
+    for fqn, md in read_dcp_metadata(ckpt).state_dict_metadata.items():
         part = out.setdefault(
             fqn.split(".", 1)[0], {"tensors": 0, "numel": 0, "bytes": 0, "values": 0}
         )
@@ -74,9 +65,7 @@ def checkpoint_info(ckpt: Path) -> dict[str, Any]:
     """Everything `olmo checkpoint info` shows about one committed checkpoint (no checksumming)."""
     marker = read_marker(ckpt)
     files = marker.get("files", {})
-    trainer = {}
-    if (ckpt / TRAINER_STATE).is_file():
-        trainer = json.loads((ckpt / TRAINER_STATE).read_text())
+    trainer = read_trainer_state(ckpt)
     return {
         "path": str(ckpt),
         "committed": True,
@@ -120,13 +109,13 @@ def consolidate_torch(ckpt: Path, out: Path) -> dict[str, torch.Tensor]:
     """
     weights = {
         fqn.split(".", 1)[1]: torch.empty(md.size, dtype=md.properties.dtype)
-        for fqn, md in dcp_metadata(ckpt).state_dict_metadata.items()
+        for fqn, md in read_dcp_metadata(ckpt).state_dict_metadata.items()
         if fqn.startswith("model.") and isinstance(md, TensorStorageMetadata)
     }
     if not weights:
         raise OlmoError(f"{ckpt}: holds no model weights")
     state = {"model": weights}
-    dcp.load(state, checkpoint_id=str(ckpt), no_dist=True)
+    dcp_load(state, ckpt, no_dist=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         torch.save(state["model"], tmp)
@@ -137,7 +126,7 @@ def consolidate_torch(ckpt: Path, out: Path) -> dict[str, torch.Tensor]:
 
 
 def require_intact(ckpt: Path) -> None:
-    problems = verify_files(ckpt)
+    problems = checkpoint_problems(ckpt)
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         raise OlmoError(f"{problems[0]}{more}; use another checkpoint")

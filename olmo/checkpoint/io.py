@@ -16,6 +16,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 from olmo.checkpoint.layout import CONFIG, MARKER, file_checksums, read_marker, write_marker
+from olmo.checkpoint.safe import dcp_load
 from olmo.config.loader import from_dict, read_yaml, save_yaml
 from olmo.errors import OlmoError
 from olmo.model import ModelConfig, Transformer, build_model
@@ -40,12 +41,7 @@ def load_model(ckpt_dir: str | os.PathLike, device: str = "cpu") -> Transformer:
     read_marker(ckpt_dir)
     model = build_model(model_config_of(ckpt_dir), device=device, seed=None)
     state = {"model": model.state_dict()}
-    try:
-        dcp.load(state, checkpoint_id=str(ckpt_dir), no_dist=True)
-    except Exception as e:  # DCP raises a variety of types for bad files
-        raise OlmoError(
-            f"{ckpt_dir}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
-        ) from None
+    dcp_load(state, ckpt_dir, no_dist=True)
     model.load_state_dict(state["model"])
     model.rope.reset_tables()
     return model

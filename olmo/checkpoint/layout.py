@@ -11,6 +11,7 @@ import json
 import os
 import re
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,65 @@ CORRUPT_RE = re.compile(r"^\.step(\d+)\.corrupt$")
 
 
 def read_marker(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
+    """The marker, checked against the shape _commit writes (the loaders index into it)."""
     path = Path(ckpt_dir) / MARKER
     if not path.is_file():
         raise OlmoError(
             f"{ckpt_dir}: not a committed checkpoint (no {MARKER}); it was never finished"
         )
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise OlmoError(f"{path}: corrupt marker file; use an older checkpoint") from None
+        data = json.loads(path.read_text())
+    except (ValueError, RecursionError, UnicodeDecodeError):  # ValueError: JSON, huge ints
+        data, problem = None, "not JSON"
+    else:
+        problem = _marker_problem(data)
+    if problem:
+        raise OlmoError(f"{path}: corrupt marker file ({problem}); use an older checkpoint")
+    return data
+
+
+def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """isinstance, except that a bool is no number (JSON true is not a step)."""
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+
+
+def _count(value: Any) -> bool:
+    return _is(value, int) and 0 <= value < 2**53
+
+
+def _number(value: Any) -> bool:
+    return _is(value, (int, float)) and 0 <= value < 2**53  # NaN and inf fail the comparison
+
+
+# Keys the loaders and `info` read, each with the shape _commit writes; other keys are ignored.
+_MARKER_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "step": _count,
+    "world_size": lambda v: _count(v) and v >= 1,
+    "time": _number,
+    "blocking_s": _number,
+    "async": lambda v: isinstance(v, bool),
+    "contents": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+    "files": lambda v: isinstance(v, dict),
+}
+
+
+def _marker_problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    for key, ok in _MARKER_CHECKS.items():
+        if key in data and not ok(data[key]):
+            return f"bad '{key}'"
+    for name, entry in data.get("files", {}).items():
+        if not plain_name(name):
+            return f"file {name!r} is not a plain file name"
+        if not isinstance(entry, dict) or not all(_count(entry.get(k)) for k in ("crc32", "size")):
+            return f"file {name!r} lacks an integer 'crc32' or 'size'"
+    return None
+
+
+def plain_name(name: str) -> bool:
+    """A file directly inside the checkpoint dir (no separators, not '.' or '..')."""
+    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
 
 
 def write_marker(ckpt_dir: Path, info: dict[str, Any]) -> None:

@@ -34,3 +34,29 @@ def base_run(tmp_path_factory) -> Path:
 def copy_run(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True)
     return dst
+
+
+class Payload:
+    """Pickles as `eval(source)`: what a crafted checkpoint file would run when unpickled."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def __reduce__(self):
+        return (eval, (self.source,))
+
+
+def touch_then(marker: Path, then: str = "None") -> str:
+    """Source that touches `marker` (proof that code ran) and evaluates to `then`."""
+    return f"(__import__('pathlib').Path({str(marker)!r}).touch(), {then})[1]"
+
+
+def refresh_checksums(ckpt: Path, name: str) -> None:
+    """Record `name`'s new crc32 and size, as whoever ships a crafted checkpoint would."""
+    import json
+
+    from olmo.checkpoint.layout import MARKER, file_checksums
+
+    marker = json.loads((ckpt / MARKER).read_text())
+    marker["files"].update(file_checksums(ckpt, [name]))
+    (ckpt / MARKER).write_text(json.dumps(marker))
