@@ -29,10 +29,12 @@ from olmo.checkpoint.layout import (
     CONFIG,
     TRAINER_STATE,
     committed_steps,
-    file_checksums,
     marked_files,
+    marker_info,
     read_marker,
     resolve_checkpoint,
+    step_dir,
+    tmp_step_dir,
     unfinished,
     write_marker,
 )
@@ -126,7 +128,7 @@ class Checkpointer:
             log.info("checkpoint step %d: training blocked %.3f s%s", step, blocked, how)
 
     def _fresh_tmp(self, step: int) -> Path:
-        tmp = self.root / f".step{step}.tmp"
+        tmp = tmp_step_dir(self.root, step)
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -160,18 +162,9 @@ class Checkpointer:
     def _commit(self, tmp: Path, step: int, trainer_state: str, blocking_s: float) -> None:
         (tmp / TRAINER_STATE).write_text(trainer_state)
         save_yaml(self.config, tmp / CONFIG)
-        names = sorted(p.name for p in tmp.iterdir() if p.is_file())
-        info = {
-            "step": step,
-            "world_size": self.world_size,
-            "time": time.time(),
-            "contents": CONTENTS,
-            "async": self.cfg.async_save,
-            "blocking_s": round(blocking_s, 4),
-            "files": file_checksums(tmp, names),
-        }
-        write_marker(tmp, info)
-        final = self.root / f"step{step}"
+        extra = {"async": self.cfg.async_save, "blocking_s": round(blocking_s, 4)}
+        write_marker(tmp, marker_info(tmp, step, self.world_size, CONTENTS, **extra))
+        final = step_dir(self.root, step)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -288,6 +281,10 @@ class Checkpointer:
                 self.world_size,
             )
         return read_trainer_state(path)
+
+    def has_step(self, step: int) -> bool:
+        """A checkpoint of `step` is committed in this run dir (by this or an earlier attempt)."""
+        return step_dir(self.root, step).is_dir()
 
     def due(self, step: int) -> bool:
         by_steps = self.cfg.interval > 0 and step % self.cfg.interval == 0

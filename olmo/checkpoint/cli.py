@@ -106,11 +106,9 @@ def _consolidate(args: argparse.Namespace) -> int:
     if not args.no_verify:
         require_intact(ckpt)
     if args.format == "hf":
-        from olmo.checkpoint.io import load_model
-        from olmo.model.hf import save_hf
+        from olmo.checkpoint.io import export_hf
 
-        model = load_model(ckpt)
-        save_hf(model, out)
+        model = export_hf(ckpt, out, verify=False)  # verified above unless --no-verify
         print(f"{ckpt} → {out} (HF OlmoForCausalLM, {model.num_params():,} parameters)")
         return 0
     if out.is_dir():

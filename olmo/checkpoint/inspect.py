@@ -25,6 +25,7 @@ from olmo.checkpoint.safe import (
 )
 from olmo.config.loader import read_yaml
 from olmo.errors import OlmoError
+from olmo.fsutil import atomic_file
 
 
 def tensor_summary(ckpt: Path) -> dict[str, dict[str, int]]:
@@ -116,12 +117,8 @@ def consolidate_torch(ckpt: Path, out: Path) -> dict[str, torch.Tensor]:
         raise OlmoError(f"{ckpt}: holds no model weights")
     state = {"model": weights}
     dcp_load(state, ckpt, no_dist=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_file(out) as tmp:
         torch.save(state["model"], tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return state["model"]
 
 
@@ -129,4 +126,5 @@ def require_intact(ckpt: Path) -> None:
     problems = checkpoint_problems(ckpt)
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise OlmoError(f"{problems[0]}{more}; use another checkpoint")
+        hint = "" if "use another checkpoint" in problems[0] else "; use another checkpoint"
+        raise OlmoError(f"{problems[0]}{more}{hint}")

@@ -7,18 +7,17 @@ checkpoint is self-describing) and `COMMITTED.json` (written last; see checkpoin
 from __future__ import annotations
 
 import os
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
 
-from olmo.checkpoint.layout import CONFIG, MARKER, file_checksums, read_marker, write_marker
+from olmo.checkpoint.layout import CONFIG, MARKER, marker_info, read_marker, write_marker
 from olmo.checkpoint.safe import dcp_load
 from olmo.config.loader import from_dict, read_yaml, save_yaml
 from olmo.errors import OlmoError
+from olmo.fsutil import atomic_dir
 from olmo.model import ModelConfig, Transformer, build_model
 
 __all__ = ["CONFIG", "MARKER", "load_model", "parameter_digest", "read_marker", "save_model"]
@@ -54,22 +53,31 @@ def save_model(
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise OlmoError(f"{out}: already exists and is not empty; choose another output directory")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    state = {"model": {k: v.detach().contiguous() for k, v in model.state_dict().items()}}
-    dcp.save(state, checkpoint_id=str(tmp), no_dist=True)
-    cfg = dict(config or {})
-    cfg["model"] = _model_dict(model.cfg)
-    save_yaml(cfg, tmp / CONFIG)
-    names = sorted(p.name for p in tmp.iterdir() if p.is_file())
-    files = file_checksums(tmp, names)
-    info = {"step": 0, "world_size": 1, "time": time.time(), "contents": ["model"], "files": files}
-    write_marker(tmp, info)
-    if out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        state = {"model": {k: v.detach().contiguous() for k, v in model.state_dict().items()}}
+        dcp.save(state, checkpoint_id=str(tmp), no_dist=True)
+        cfg = dict(config or {})
+        cfg["model"] = _model_dict(model.cfg)
+        save_yaml(cfg, tmp / CONFIG)
+        write_marker(tmp, marker_info(tmp, step=0, world_size=1, contents=["model"]))
     return out
+
+
+def export_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, verify: bool = True):
+    """The one HF export path (`olmo convert to-hf`, `olmo checkpoint consolidate --format hf`):
+    the checkpoint's files checked against its marker unless `verify` is off, then the model
+    written as an OlmoForCausalLM directory. Returns the model."""
+    from olmo.checkpoint.inspect import require_intact
+    from olmo.checkpoint.layout import resolve_checkpoint
+    from olmo.model.hf import save_hf
+
+    ckpt = resolve_checkpoint(ckpt_dir)
+    read_marker(ckpt)
+    if verify:
+        require_intact(ckpt)
+    model = load_model(ckpt)
+    save_hf(model, out_dir)
+    return model
 
 
 def _model_dict(cfg: ModelConfig) -> dict[str, Any]:

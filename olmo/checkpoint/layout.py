@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -87,6 +88,26 @@ def _marker_problem(data: Any) -> str | None:
 def plain_name(name: str) -> bool:
     """A file directly inside the checkpoint dir (no separators, not '.' or '..')."""
     return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
+def marker_info(
+    tmp: Path, step: int, world_size: int, contents: list[str], **extra: Any
+) -> dict[str, Any]:
+    """The one COMMITTED.json builder: step, world size, time, what it holds, and the crc32 and
+    size of every file written so far into `tmp` (call it last, just before write_marker)."""
+    names = sorted(p.name for p in tmp.iterdir() if p.is_file())
+    info = {"step": step, "world_size": world_size, "time": time.time(), "contents": contents}
+    return {**info, **extra, "files": file_checksums(tmp, names)}
+
+
+def step_dir(root: Path, step: int) -> Path:
+    """Where the committed checkpoint of `step` lives (the one place the name is spelled)."""
+    return root / f"step{step}"
+
+
+def tmp_step_dir(root: Path, step: int) -> Path:
+    """Where the checkpoint of `step` is written before its commit."""
+    return root / f".step{step}.tmp"
 
 
 def write_marker(ckpt_dir: Path, info: dict[str, Any]) -> None:

@@ -4,20 +4,19 @@ Inputs are Dolma-style JSON lines (`.jsonl`, `.jsonl.gz`, `.json.gz`; one object
 `"text"` string) or `.txt` files (one document each); directories are searched recursively and their
 files taken in sorted order. Every document gets EOS appended; the token stream is cut into shards
 `part-00000.npy`, ... of `shard_tokens` tokens (the last one shorter). Everything is written into
-`OUTPUT.tmp-<host>-<pid>/` and renamed to OUTPUT at the end, so a failed run leaves nothing behind
+`.OUTPUT.tmp-<host>-<pid>/` (olmo.fsutil.atomic_dir) and renamed to OUTPUT at the end, so a failed run leaves nothing behind
 and concurrent runs preparing the same OUTPUT are safe (one rename wins).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import hashlib
 import json
 import multiprocessing as mp
 import os
-import shutil
-import socket
 import sys
 import time
 import zlib
@@ -30,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from olmo.errors import OlmoError
+from olmo.fsutil import atomic_dir
 from olmo.inputs import at_least
 from olmo.tokenizer import OlmoTokenizer, load_tokenizer
 
@@ -219,12 +219,9 @@ class TokenDirWriter:
         self.overwrite = overwrite
         self.dtype = token_dtype(tokenizer)
         _check_output(self.output, overwrite)
-        self.tmp = self.output.with_name(
-            f"{self.output.name}.tmp-{socket.gethostname()}-{os.getpid()}"
-        )
-        shutil.rmtree(self.tmp, ignore_errors=True)  # leftover of a crashed run of this pid
+        self._dir = contextlib.ExitStack()
         try:
-            self.tmp.mkdir(parents=True)
+            self.tmp = self._dir.enter_context(atomic_dir(self.output, overwrite))
         except OSError as e:  # under a file, read-only, no permission
             raise OlmoError(
                 f"{self.output}: cannot create the output ({e.strerror}); choose another --output"
@@ -288,12 +285,19 @@ class TokenDirWriter:
             **(extra or {}),
         }
         (self.tmp / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
-        _rename_into_place(self.tmp, self.output, self.overwrite)
+        try:
+            self._dir.close()  # the temp dir becomes OUTPUT (an old one only with overwrite)
+        except FileExistsError:
+            raise OutputExistsError(
+                f"{self.output}: appeared while preparing (another process?); use it or pass "
+                "--overwrite"
+            ) from None
         return meta
 
     def abort(self) -> None:
         """Remove the temp dir (nothing of this run stays behind)."""
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        aborted = OSError("prepare-data aborted")
+        self._dir.__exit__(type(aborted), aborted, None)
 
 
 def _sha256_file(path: Path) -> str:
@@ -311,21 +315,6 @@ def _check_output(output: Path, overwrite: bool) -> None:
         raise OutputExistsError(
             f"{output}: output directory is not empty; pass --overwrite or choose another --output"
         )
-
-
-def _rename_into_place(tmp: Path, output: Path, overwrite: bool) -> None:
-    """Atomic rename; an existing OUTPUT is only ever replaced when `overwrite`."""
-    old = output.with_name(f"{output.name}.old-{socket.gethostname()}-{os.getpid()}")
-    if overwrite and output.is_dir() and any(output.iterdir()):
-        os.replace(output, old)
-    try:
-        os.replace(tmp, output)  # succeeds onto a missing or empty dir only
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputExistsError(
-            f"{output}: appeared while preparing (another process?); use it or pass --overwrite"
-        ) from None
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_token_dir(

@@ -16,14 +16,13 @@ def _check_out_dir(out: str) -> None:
 
 
 def to_hf(args: argparse.Namespace) -> int:
-    from olmo.checkpoint.io import load_model
-    from olmo.model.hf import save_hf
+    from olmo.checkpoint.io import export_hf
 
     _check_out_dir(args.out_dir)
-    model = load_model(args.checkpoint_dir)
-    out = save_hf(model, args.out_dir)
+    model = export_hf(args.checkpoint_dir, args.out_dir)  # files checked against the marker
     print(
-        f"converted {args.checkpoint_dir} → {out} (HF OlmoForCausalLM, {model.num_params():,} parameters)"
+        f"converted {args.checkpoint_dir} → {args.out_dir} "
+        f"(HF OlmoForCausalLM, {model.num_params():,} parameters)"
     )
     return 0
 

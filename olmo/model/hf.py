@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from olmo.errors import OlmoError
+from olmo.fsutil import atomic_dir
 from olmo.model.build import build_model
 from olmo.model.config import ModelConfig
 from olmo.model.transformer import Transformer
@@ -261,10 +262,7 @@ def save_hf(model: Transformer, out_dir: str | os.PathLike) -> Path:
     dtype = next(model.parameters()).dtype
     hf_cfg.dtype = dtype  # older transformers read torch_dtype; both are set by this setter
     tensors = {k: t.cpu() for k, t in state_dict_to_hf(model).items()}
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
         hf_cfg.save_pretrained(tmp)
         gen = transformers.GenerationConfig(
@@ -280,12 +278,6 @@ def save_hf(model: Transformer, out_dir: str | os.PathLike) -> Path:
                 "model_max_length": model.cfg.max_seq_len,
             }
             (tmp / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -151,7 +151,7 @@ class Trainer:
             if (
                 status == "completed"
                 and self.cfg.checkpoint.save_final
-                and not self._saved_at(self.state.step)
+                and not self.checkpointer.has_step(self.state.step)
             ):
                 self.save()
             self.checkpointer.wait()
@@ -259,9 +259,6 @@ class Trainer:
         trainer_state = {"train_state": self.state.to_dict(), "loader": self.loader.state_dict()}
         self.checkpointer.save(self.state.step, self.model, self.optim, trainer_state)
         self._emit("on_checkpoint", self.state.step)
-
-    def _saved_at(self, step: int) -> bool:
-        return (self.checkpointer.root / f"step{step}").is_dir()
 
     def _flush(self) -> None:
         """Fetch pending device values once (one all-reduce, one host sync) and emit records."""

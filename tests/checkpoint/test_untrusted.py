@@ -56,7 +56,7 @@ def poisoned(request, base_run: Path, tmp_path_factory) -> tuple[str, Path, Path
 READS = {
     "info": {"metadata"},
     "consolidate": {"metadata", "rng"},  # verifies every file first
-    "to-hf": {"metadata"},
+    "to-hf": {"metadata", "rng"},  # one export path with consolidate: verifies first
     "eval": {"metadata"},
 }
 
@@ -157,13 +157,17 @@ MALFORMED = {
     "rng-not-torch": (
         _rewrite("rng-rank0.pt", b"PK\x03\x04 not a zip"),
         "rng-rank0.pt",
-        {"consolidate", "load"},
+        {"consolidate", "to-hf", "load"},
     ),
-    "rng-short": (_rewrite("rng-rank0.pt", _short_rng()), "rng-rank0.pt", {"consolidate", "load"}),
+    "rng-short": (
+        _rewrite("rng-rank0.pt", _short_rng()),
+        "rng-rank0.pt",
+        {"consolidate", "to-hf", "load"},
+    ),
     "trainer-state-list": (
         _rewrite("trainer_state.json", b"[]"),
         "trainer_state.json",
-        {"info", "consolidate", "load"},
+        {"info", "consolidate", "to-hf", "load"},
     ),
 }
 
