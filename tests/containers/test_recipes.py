@@ -5,31 +5,12 @@ the CUDA image's InfiniBand verbs pinned in versions.env, and a non-root user in
 from __future__ import annotations
 
 import re
-import subprocess
 
 import pytest
 
-from .common import CONTAINERS
+from .common import CONTAINERS, final_stage, image_env
 
 PLUGIN_DIR = "/opt/aws-ofi-rccl/lib"
-
-
-def final_stage(vendor: str) -> str:
-    text = re.sub(r"\\\n", " ", (CONTAINERS / f"Dockerfile.{vendor}").read_text())
-    return re.split(r"(?m)^FROM\s", text)[-1]
-
-
-def image_env(vendor: str, base: dict[str, str]) -> dict[str, str]:
-    """The final stage's ENV lines over a base environment, expanded by bash as Docker does."""
-    exports = [f"export {m}" for m in re.findall(r"(?m)^ENV\s+(.+)$", final_stage(vendor))]
-    script = "\n".join([*exports, "env -0"])
-    out = subprocess.run(
-        ["env", "-i", *(f"{k}={v}" for k, v in base.items()), "bash", "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return dict(kv.split("=", 1) for kv in out.split("\0") if "=" in kv)
 
 
 def test_rocm_image_env_names_the_plugin_dir_first_on_ld_library_path():

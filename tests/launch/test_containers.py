@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from olmo.launch.profile import repo_root
+from tests.containers.common import image_env
 from tests.helpers import SMALL_MODEL, read_metrics
 from tests.launch.conftest import sacct_state, wait_gone
 
@@ -44,25 +45,6 @@ BASE_ENV = {
 }
 
 
-def dockerfile_env(dockerfile: Path, base: dict[str, str]) -> dict[str, str]:
-    """The final stage's environment: the base image's, then each ENV line (bash expands the
-    ${VAR:+...} forms as Docker does; build ARGs are empty here)."""
-    text = re.sub(r"\\\n", " ", dockerfile.read_text())
-    stage = re.split(r"(?m)^FROM\s", text)[-1]
-    exports = [f"export {m}" for m in re.findall(r"(?m)^ENV\s+(.+)$", stage)]
-    script = "\n".join([*exports, "env -0"])
-    out = subprocess.run(
-        ["env", "-i", *(f"{k}={v}" for k, v in base.items()), "bash", "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    env = dict(kv.split("=", 1) for kv in out.split("\0") if "=" in kv)
-    for k in ("PWD", "SHLVL", "_"):
-        env.pop(k, None)
-    return env
-
-
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory) -> dict[str, Path]:
     """Runtime stand-ins on PATH, the images (JSON environments), the image's bin dir."""
@@ -77,7 +59,7 @@ def standin(tmp_path_factory) -> dict[str, Path]:
     py.chmod(0o755)
     (d / "image-bin" / "olmo-entrypoint").symlink_to(ROOT / "containers/entrypoint.sh")
     for vendor in ("rocm", "cuda"):
-        env = dockerfile_env(ROOT / f"containers/Dockerfile.{vendor}", BASE_ENV[vendor])
+        env = image_env(vendor, BASE_ENV[vendor])
         (d / f"olmo-{vendor}.sif").write_text(json.dumps({"env": env}))
     return {"dir": d, "log": d / "log"}
 
