@@ -132,3 +132,19 @@ def parse_squeue_time(text: str) -> float | None:
         return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
     except ValueError:
         return None
+
+
+# ---- nodes ----------------------------------------------------------------------------------
+def _words(cmd: list[str]) -> list[str]:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    return out.stdout.split()
+
+
+def down_nodes() -> list[str]:
+    """Nodes SLURM reports down, drained, failed or not responding."""
+    return _words(["sinfo", "-h", "-N", "-t", "down,drain,fail,no_respond", "-o", "%N"])
+
+
+def hostnames(nodelist: str) -> list[str]:
+    """A node list expanded ('n[1-3]' → n1 n2 n3)."""
+    return _words(["scontrol", "show", "hostnames", nodelist])

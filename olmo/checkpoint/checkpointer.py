@@ -29,6 +29,7 @@ from olmo.checkpoint.layout import (
     CONFIG,
     TRAINER_STATE,
     committed_steps,
+    corrupt_dir,
     marked_files,
     marker_info,
     read_marker,
@@ -241,7 +242,7 @@ class Checkpointer:
                 log.info("removing %s: a save that never committed", tmp)
                 shutil.rmtree(tmp, ignore_errors=True)
         for path in bad:
-            aside = path.with_name(f".{path.name}.corrupt")
+            aside = corrupt_dir(path)
             shutil.rmtree(aside, ignore_errors=True)
             os.replace(path, aside)
             log.warning("moved %s aside to %s; delete it once inspected", path.name, aside.name)

@@ -110,6 +110,11 @@ def tmp_step_dir(root: Path, step: int) -> Path:
     return root / f".step{step}.tmp"
 
 
+def corrupt_dir(ckpt: Path) -> Path:
+    """Where a checkpoint that failed verification is moved aside (`stepN` → `.stepN.corrupt`)."""
+    return ckpt.with_name(f".{ckpt.name}.corrupt")
+
+
 def write_marker(ckpt_dir: Path, info: dict[str, Any]) -> None:
     atomic_write_json(Path(ckpt_dir) / MARKER, info)
 

@@ -7,16 +7,11 @@ from pathlib import Path
 
 from olmo.slurm import (  # noqa: F401  (re-exported for the launchers)
     check_restart_limit,
+    down_nodes,
+    hostnames,
     restart_counts,
     restart_limit_message,
 )
-
-
-def _lines(cmd: list[str]) -> list[str]:
-    import subprocess
-
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    return out.stdout.split()
 
 
 def note_attempt_nodes(run_dir: Path, env: dict[str, str] | None = None) -> list[str]:
@@ -29,12 +24,8 @@ def note_attempt_nodes(run_dir: Path, env: dict[str, str] | None = None) -> list
     seen, failed = run_dir / "slurm_nodes.txt", run_dir / "failed_nodes.txt"
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(env.get("SLURM_RESTART_COUNT", "0") or 0) > 0 and seen.exists():
-        down = set(_lines(["sinfo", "-h", "-N", "-t", "down,drain,fail,no_respond", "-o", "%N"]))
-        before = {
-            h
-            for nl in seen.read_text().split()
-            for h in _lines(["scontrol", "show", "hostnames", nl])
-        }
+        down = set(down_nodes())
+        before = {h for nl in seen.read_text().split() for h in hostnames(nl)}
         new = sorted(down & before)
         if new:
             with open(failed, "a") as f:
