@@ -22,7 +22,8 @@ def site_facts(cfg: Config, cluster: str | None) -> tuple[float, float]:
         return cfg.energy.pue, cfg.energy.carbon_intensity_g_per_kwh
     from olmo.launch.profile import EnergySection, read_profile_data
 
-    data, source = read_profile_data(cluster)  # the raw profile: account/image placeholders don't matter here
+    # The raw profile: its account/image placeholders don't matter here.
+    data, source = read_profile_data(cluster)
     if not isinstance(data.get("energy"), dict):
         raise OlmoError(f"{source}: no 'energy:' section (pue, carbon_intensity_g_per_kwh)")
     e = from_dict(EnergySection, data["energy"], "energy", source)
