@@ -247,7 +247,7 @@ for p in "${PARTS[@]}"; do
   fi
   dt=$((SECONDS - t))
   STATUS[$p]=$status SECS[$p]=$dt
-  n=$(tr -d '\n' < "$WORK/note" 2>/dev/null | sed 's/\\/\\\\/g; s/"/\\"/g')
+  n=$(tr -d '\n' 2>/dev/null < "$WORK/note" | sed 's/\\/\\\\/g; s/"/\\"/g')
   [ "$status" = passed ] || FAILED=1
   printf '{"bench": "gpu_all", "part": "%s", "status": "%s", "seconds": %d, "exit_code": %d, "note": "%s", "mode": "%s", "parts_run": "%s", "load_avg": [%s], "date": "%s", %s\n' \
     "$p" "$status" "$dt" "$rc" "$n" "$MODE" "${PARTS[*]}" "$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ',')" \
