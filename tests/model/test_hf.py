@@ -217,3 +217,38 @@ def test_missing_transformers_is_one_line_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
     with pytest.raises(OlmoError, match=r"pip install 'olmo-hpc\[hf\]'"):
         to_hf_config(BASE)
+
+
+def test_sharded_safetensors_as_published_checkpoints_load(tmp_path):
+    """Published OLMo checkpoints are sharded (model-0000N-of-0000M.safetensors + an index);
+    transformers itself writes that layout here, and load_hf reads it back exactly."""
+    model = build_model(BASE, seed=4)
+    hf = _hf_from_ours(model)
+    hf.save_pretrained(tmp_path, max_shard_size="2MB", safe_serialization=True)
+    shards = sorted(tmp_path.glob("model-*-of-*.safetensors"))
+    assert len(shards) >= 2 and (tmp_path / "model.safetensors.index.json").is_file()
+    back = load_hf(tmp_path)
+    assert parameter_digest(back) == parameter_digest(model)
+
+
+def test_bf16_forward_matches_hf_in_bf16(tokens):
+    """Both sides in bf16 (weights and compute): the same logits up to bf16 rounding."""
+    model = build_model(BASE, seed=5)
+    hf = _hf_from_ours(model)
+    ours, theirs = model.to(torch.bfloat16).eval(), hf.to(torch.bfloat16).eval()
+    with torch.no_grad():
+        a, b = ours(tokens).float(), theirs(tokens).logits.float()
+    scale = b.abs().max().item()
+    assert (a - b).abs().max().item() <= 2e-2 * scale, (a - b).abs().max().item() / scale
+
+
+def test_positions_beyond_the_short_test_length_match_hf():
+    """RoPE at positions up to 1000 (the other tests stop at 33): a table built too short or
+    cached for the first length seen would break only here."""
+    cfg = dataclasses.replace(BASE, max_seq_len=1024)
+    model = build_model(cfg, seed=6)
+    hf = _hf_from_ours(model)
+    short = torch.randint(0, 50280, (1, 16), generator=torch.Generator().manual_seed(1))
+    long = torch.randint(0, 50280, (1, 1000), generator=torch.Generator().manual_seed(2))
+    assert _logits_diff(model, hf, short) <= ATOL  # a short call first: tables must then grow
+    assert _logits_diff(model, hf, long) <= 5 * ATOL
