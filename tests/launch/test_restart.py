@@ -95,6 +95,14 @@ def wait_for(pred, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def bench_environment() -> dict:
+    """The fields every benchmark record carries (bench/common.py)."""
+    sys.path.insert(0, str(repo_root() / "bench"))
+    from common import environment
+
+    return environment()
+
+
 def assert_resumed(run: Path, log: str, attempt: int) -> int:
     """Attempt `attempt` started right after a committed checkpoint (not from scratch) and said
     which one: its first step is that checkpoint's step + 1, and the log names the checkpoint."""
@@ -196,7 +204,7 @@ def test_node_failure_requeues_resumes_and_matches(healthy_cluster, reference, t
         "nodes": 2,
         "slurmd_timeout_s": 5,
         "cred_expire_s": 10,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **bench_environment(),  # device, torch, commit (+dirty), load average, date
     }
     print(json.dumps(record))
     if os.environ.get("OLMO_BENCH_OUT"):
