@@ -126,9 +126,8 @@ def compare(ref: Path, run: Path, tolerance: float) -> dict[str, Any]:
     return out
 
 
-def main() -> int:
-    if sys.argv[1:2] == ["--worker"]:
-        return worker(sys.argv[2:])
+def _args() -> tuple[argparse.Namespace, int, int, int]:
+    """Options, then (steps, checkpoint interval, kill step) with the device's defaults."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=sorted(SIZES), default="cuda")
     p.add_argument("--config", default="configs/tiny.yaml")
@@ -145,6 +144,13 @@ def main() -> int:
     )
     if not (interval < kill < steps and kill % interval):
         p.error("need interval < kill < steps, kill not a checkpoint step")
+    return args, steps, interval, kill
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["--worker"]:
+        return worker(sys.argv[2:])
+    args, steps, interval, kill = _args()
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
