@@ -100,6 +100,12 @@ def test_slurm_facts_module_is_a_leaf():
     assert deps <= {"olmo.errors"}, deps
 
 
+def test_logbook_writer_is_a_leaf():
+    """The trainer, launchers and batch script all write the logbook without importing each
+    other: the writer imports nothing of the kit."""
+    assert graph()["olmo.logbook"] == set()
+
+
 def test_no_import_cycles():
     found = cycles(graph())
     assert not found, "import cycles (break them, or make the import type-only):\n" + "\n".join(
