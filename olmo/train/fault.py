@@ -107,12 +107,12 @@ class Watchdog:
 # ---- fault injection (tests) -------------------------------------------------------------
 FAULT_ENV = "OLMO_FAULT_INJECT"
 """Test-only: `ACTION@WHEN[,rank=R][;...]`, e.g. `kill@step=7,rank=1;kill@save=10;hang@step=5;
-nan@step=4-8`. kill = SIGKILL itself after step N's boundary (metrics flushed, checkpoint done)
-or, with save=N, after writing step N's checkpoint shards but before the commit; hang = stop
-making progress after step N; nan = non-finite gradients and loss at step(s) N[-M]. Without
-rank= every rank acts. kill and hang fire once per run dir (a marker file remembers them), so
-the restarted run gets past the step."""
-_FAULT_RE = re.compile(r"^(kill|hang|nan)@(step|save)=(\d+)(?:-(\d+))?(?:,rank=(\d+))?$")
+nan@step=4-8;crash@step=6`. kill = SIGKILL itself after step N's boundary (metrics flushed,
+checkpoint done) or, with save=N, after writing step N's checkpoint shards but before the commit;
+hang = stop making progress after step N; crash = raise an exception there; nan = non-finite
+gradients and loss at step(s) N[-M]. Without rank= every rank acts. kill, hang and crash fire
+once per run dir (a marker file remembers them), so the restarted run gets past the step."""
+_FAULT_RE = re.compile(r"^(kill|hang|nan|crash)@(step|save)=(\d+)(?:-(\d+))?(?:,rank=(\d+))?$")
 
 
 @dataclass(frozen=True)
@@ -129,10 +129,10 @@ def parse_faults(text: str) -> list[Fault]:
     faults = []
     for i, part in enumerate(p.strip() for p in text.split(";") if p.strip()):
         m = _FAULT_RE.match(part)
-        if not m or (m.group(1) == "nan" and m.group(2) == "save"):
+        if not m or (m.group(1) in ("nan", "crash") and m.group(2) == "save"):
             raise OlmoError(
                 f"{FAULT_ENV}: cannot parse '{part}'; expected e.g. kill@step=7,rank=1, "
-                "kill@save=10, hang@step=5 or nan@step=4-8"
+                "kill@save=10, hang@step=5, crash@step=6 or nan@step=4-8"
             )
         action, where, first, last, rank = m.groups()
         last = last or first
@@ -182,7 +182,7 @@ class FaultInjection(Callback):
         trainer.loss_sum = trainer.loss_sum * float("nan")
 
     def on_step_end(self, trainer: Trainer, step: int) -> None:
-        for action in ("kill", "hang"):
+        for action in ("kill", "hang", "crash"):
             fault = self._due(action, "step", step)
             if fault and self._fire_once(fault):
                 self._act(action, f"step {step}")
@@ -198,5 +198,7 @@ class FaultInjection(Callback):
             handler.flush()
         if action == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if action == "crash":  # an unexpected exception out of the loop (a bug, a bad file)
+            raise RuntimeError(f"{FAULT_ENV}: injected crash at {when} on rank {self.rank}")
         while True:  # hang: the main thread makes no progress; the watchdog must notice
             time.sleep(1)
