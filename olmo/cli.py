@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = [
     "olmo.parity.cli",
     "olmo.energy.cli",
     "olmo.observe.report",
+    "olmo.observe.logbook_report",
     "olmo.observe.throughput",
 ]
 

@@ -1,0 +1,143 @@
+"""`olmo logbook`: goodput and lost time on logbooks whose answer is worked out by hand below,
+the --json keys, and one-line errors for a missing run dir, no logbook or a damaged line."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from olmo.cli import main
+from olmo.logbook import append_event
+from olmo.observe.logbook_report import daly_interval, render, summarize
+
+
+def _steps(run: Path, attempt: int, times: dict[int, float], extra: dict | None = None) -> None:
+    with open(run / "metrics.jsonl", "a") as f:
+        for step, t in times.items():
+            rec = {
+                "step": step,
+                "attempt": attempt,
+                "time": t,
+                "loss": 5.0,
+                **(extra or {}).get(step, {}),
+            }
+            f.write(json.dumps(rec) + "\n")
+
+
+def _ev(run: Path, event: str, when: float, attempt: int | None, step=None, **detail) -> None:
+    append_event(run, event, attempt=attempt, step=step, detail=detail, when=when, host="n1")
+
+
+@pytest.fixture
+def killed_run(tmp_path: Path) -> Path:
+    """Attempt 1 starts at 1000, steps 1-8 each 1 s from 1010, a checkpoint after step 5 blocks
+    0.5 s, a node dies after step 8 (steps 6-8 superseded in metrics.jsonl). 12 s in the
+    queue; attempt 2 starts at 1030, resumes from step 5 (3 steps redone), first step 6 s after
+    its start, an eval after step 8 (0.5 s), a final checkpoint (0.5 s), ends at 1042."""
+    run = tmp_path / "run"
+    run.mkdir()
+    _ev(run, "start_refused", 990.0, None, message="max_restarts reached")  # not an attempt
+    _ev(run, "attempt_start", 1000.0, 1, job_id="11", nodes=["n1", "n2"], restart_count=0)
+    _steps(run, 1, {s: 1009.0 + s for s in range(1, 6)})  # kept: 1-5 (6-8 superseded)
+    _ev(run, "checkpoint", 1014.5, 1, step=5, seconds=2.0, blocking_s=0.5)
+    _ev(run, "node_failure", 1029.0, 1, nodes=["n2"])
+    _ev(run, "attempt_end", 1029.5, 1, reason="killed", exit_code=-9)  # found at the next start
+    _ev(run, "attempt_start", 1030.0, 2, job_id="11", nodes=["n1", "n3"], restart_count=1)
+    _ev(run, "resume", 1036.0, 2, step=5, from_step=5, redone_steps=3, seconds_to_first_step=6.0)
+    times = {6: 1036.0, 7: 1037.0, 8: 1038.0, 9: 1039.5, 10: 1040.5}
+    _steps(run, 2, times, {8: {"eval_loss": 5.1, "eval_s": 0.5}})
+    _ev(run, "checkpoint", 1041.0, 2, step=10, seconds=1.0, blocking_s=0.5)
+    _ev(run, "attempt_end", 1042.0, 2, reason="completed", exit_code=0)
+    return run
+
+
+def test_goodput_and_lost_time_of_a_killed_attempt(killed_run: Path):
+    s = summarize(killed_run)
+    # Attempt 1: 5 kept steps of 1 s (the first credited the median step); start-up
+    # 1010 - 1000 - 1 = 9; 3 redone steps x 1 s; blocking 0.5; it was last alive at its
+    # checkpoint's end (1015) + 3 redone steps = 1018, so wall 18, 0.5 s unexplained.
+    # Attempt 2: steps 6-10 took 4.5 s + 1 s credited - 0.5 s eval inside them = 5; start-up
+    # 6 - 1 = 5; eval 0.5; blocking 0.5; wall 12, 1 s unexplained (after its last step).
+    assert s["wall_s"] == pytest.approx(18 + 12)
+    assert s["productive_s"] == pytest.approx(5 + 5)
+    assert s["goodput"] == pytest.approx(10 / 30)
+    assert s["queue_s"] == pytest.approx(1030 - 1018)
+    assert s["lost_s"] == pytest.approx(
+        {
+            "startup": 9 + 5,
+            "redone_steps": 3,
+            "checkpoint_blocking": 1.0,
+            "evaluation": 0.5,
+            "hangs": 0.0,
+            "other": 0.5 + 1.0,
+        }  # fmt: skip
+    )
+    assert s["productive_s"] + sum(s["lost_s"].values()) == pytest.approx(s["wall_s"])
+    assert s["restarts"] == {"killed": 1} and s["failures"] == 1
+    assert s["mtbf_s"] == pytest.approx(30) and s["failure_hosts"] == ["n2"]
+    assert s["checkpoint_blocking_mean_s"] == pytest.approx(0.5) and s["step_time_s"] == 1.0
+    r = 0.5 / 60  # Daly with C = 0.5 s, M = 30 s
+    daly = math.sqrt(30) * (1 + math.sqrt(r) / 3 + r / 9) - 0.5
+    assert s["suggested_checkpoint_interval_s"] == pytest.approx(daly)
+    assert s["young_interval_s"] == pytest.approx(math.sqrt(30))
+    assert s["suggested_checkpoint_interval_steps"] == round(daly)
+    assert [a["wall_s"] for a in s["attempts"]] == pytest.approx([18, 12])
+
+
+def test_a_hang_costs_the_time_after_the_last_step(tmp_path: Path):
+    run = tmp_path / "run"
+    _ev(run, "attempt_start", 2000.0, 1)
+    _steps(run, 1, {s: 2000.0 + s for s in range(1, 5)})
+    _ev(run, "crash", 2034.0, 1, step=4, type="hang", message="no step for 30 s", rank=0,
+        host="n3", stacks="stacks/rank0.txt")  # fmt: skip
+    _ev(run, "attempt_end", 2034.0, 1, reason="hang", exit_code=86)
+    s = summarize(run)
+    assert s["wall_s"] == pytest.approx(34) and s["productive_s"] == pytest.approx(4)
+    assert s["lost_s"]["hangs"] == pytest.approx(34 - 4) and s["lost_s"]["other"] == 0
+    assert s["restarts"] == {"hang": 1} and s["failure_hosts"] == ["n3"]
+    assert s["suggested_checkpoint_interval_s"] is None  # no checkpoint cost measured
+    assert "no interval to suggest" in render(s)
+
+
+def test_daly_interval_limits():
+    assert daly_interval(1.0, 1e6) == pytest.approx(math.sqrt(2e6), rel=2e-3)  # ≈ Young
+    assert daly_interval(10.0, 4.0) == 4.0  # saving costs more than 2 MTBF: M itself
+
+
+def test_json_and_text(killed_run: Path, capsys):
+    assert main(["logbook", str(killed_run), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("goodput", "wall_s", "productive_s", "lost_s", "restarts", "events", "queue_s",
+                "mtbf_s", "suggested_checkpoint_interval_s"):  # fmt: skip
+        assert key in out, key
+    assert [e["event"] for e in out["events"]][:2] == ["start_refused", "attempt_start"]
+    assert main(["logbook", str(killed_run)]) == 0
+    text = capsys.readouterr().out
+    heads = [line.split(" (")[0] for line in text.splitlines() if not line.startswith(" ")]
+    assert heads[:3] == ["attempt 1", "attempt 2", "not attempts"]
+    assert "killed" in text and "nodes=n2" in text and "goodput       33.3%" in text
+
+
+def _error(argv: list[str], capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    return err
+
+
+def test_errors_are_one_line(killed_run: Path, tmp_path: Path, capsys):
+    assert "no such run directory" in _error(["logbook", str(tmp_path / "nope")], capsys)
+    assert "logbook.jsonl: not found" in _error(["logbook", str(tmp_path)], capsys)
+    book = killed_run / "logbook.jsonl"
+    lines = book.read_text().splitlines()
+    book.write_text("\n".join(lines) + '\n{"time": 1043, "ev')  # torn last line: a kill
+    assert main(["logbook", str(killed_run), "--json"]) == 0
+    capsys.readouterr()
+    book.write_text("\n".join([lines[0], '{"time": 1', *lines[1:]]) + "\n")
+    assert "logbook.jsonl:2: not a JSON line" in _error(["logbook", str(killed_run)], capsys)
+    bad = json.loads(lines[1]) | {"time": "noon"}
+    book.write_text("\n".join([lines[0], json.dumps(bad), *lines[2:]]) + "\n")
+    assert "logbook.jsonl:2: 'time' must be" in _error(["logbook", str(killed_run)], capsys)
