@@ -52,8 +52,14 @@ def _train(args: argparse.Namespace) -> int:
         raise OlmoError(
             f"olmo train: unexpected argument '{bad[0]}'; overrides look like --section.key=value"
         )
-    cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / Path(args.config).stem
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except OlmoError as e:
+        from olmo.observe.logbook_cb import refused
+
+        refused(run_dir, e)  # booked in an existing run dir only
+        raise
     from olmo.run import run_training
 
     return run_training(cfg, run_dir)

@@ -47,6 +47,11 @@ END_REASONS = (
 """`attempt_end.detail.reason` values."""
 
 
+def node_name() -> str:
+    """This node's name as SLURM knows it (what node lists and `sinfo` show), else the hostname."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
 class LogbookError(ValueError):
     """A malformed logbook line or event (names the file and line)."""
 
@@ -69,7 +74,7 @@ def make_event(
         "attempt": attempt,
         "event": event,
         "step": step,
-        "host": host or socket.gethostname(),
+        "host": host or node_name(),
         "rank": rank,
         "detail": dict(detail or {}),
     }
@@ -113,3 +118,109 @@ def read_events(run_dir: str | os.PathLike, strict: bool = True) -> list[dict[st
             raise LogbookError(f"{path}:{n}: not a logbook event")
         events.append(rec)
     return events
+
+
+# ---- attempts that ended without saying so ---------------------------------------------------
+def open_attempts(events: list[dict[str, Any]]) -> list[int]:
+    """Attempts with an `attempt_start` and no `attempt_end`, oldest first."""
+    started = [e["attempt"] for e in events if e["event"] == "attempt_start"]
+    ended = {e["attempt"] for e in events if e["event"] == "attempt_end"}
+    return [a for a in dict.fromkeys(started) if a not in ended]
+
+
+def _metrics_times(run_dir: Path, attempt: int) -> list[float]:
+    """`time` of every metrics.jsonl record of `attempt` (a torn last line is skipped)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    times = []
+    for raw in path.read_bytes().splitlines():
+        try:
+            rec = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(rec, dict) and rec.get("attempt") == attempt and "time" in rec:
+            times.append(float(rec["time"]))
+    return times
+
+
+def _stack_dumps_since(run_dir: Path, since: float) -> list[Path]:
+    """Watchdog stack files (RUN_DIR/stacks/) written at or after `since`."""
+    stacks = run_dir / "stacks"
+    if not stacks.is_dir():
+        return []
+    return sorted(p for p in stacks.glob("*.txt") if p.stat().st_mtime >= since)
+
+
+def inferred_end(run_dir: str | os.PathLike, events: list[dict[str, Any]], attempt: int) -> dict:
+    """How an attempt that wrote no `attempt_end` ended, decided from what it left behind:
+    `hang` (a watchdog `crash` event, or stack dumps written during the attempt), `crash` (a rank
+    raised an exception other than losing a peer), else `killed` (a rank died without a word:
+    SIGKILL, OOM killer, node loss; its peers only saw it vanish, or got torchrun's SIGTERM).
+
+    Returns the attempt_end fields: `detail` and `when` (the attempt's last sign of life)."""
+    run_dir = Path(run_dir)
+    mine = [e for e in events if e["attempt"] == attempt]
+    start = min((e["time"] for e in mine if e["event"] == "attempt_start"), default=0.0)
+    crashes = [e for e in mine if e["event"] == "crash"]
+    dumps = _stack_dumps_since(run_dir, start)
+    times = [e["time"] for e in mine] + _metrics_times(run_dir, attempt)
+    detail: dict[str, Any] = {"inferred": True}
+    if any(c["detail"].get("type") == "hang" for c in crashes) or dumps:
+        detail["reason"] = "hang"
+        times += [p.stat().st_mtime for p in dumps]
+        if dumps:
+            detail["stacks"] = [str(p.relative_to(run_dir)) for p in dumps]
+    elif any(not c["detail"].get("peer_lost") for c in crashes):
+        detail["reason"] = "crash"
+    else:
+        detail["reason"] = "killed"
+    return {"detail": detail, "when": max(times, default=start)}
+
+
+def close_open_attempts(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """At a new attempt's start (before its `attempt_start`): close every earlier attempt that
+    wrote no `attempt_end` with a synthetic one (`inferred_end`). Returns the records written."""
+    events = read_events(run_dir, strict=False)
+    return [
+        append_event(run_dir, "attempt_end", attempt=a, **inferred_end(run_dir, events, a))
+        for a in open_attempts(events)
+    ]
+
+
+# ---- `python -m olmo.logbook`: the batch script's and launchers' writer -----------------------
+def _cli(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m olmo.logbook", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    ap = sub.add_parser("append", help="append one event to RUN_DIR/logbook.jsonl")
+    ap.add_argument("run_dir")
+    ap.add_argument("event", choices=EVENTS)
+    ap.add_argument("--attempt", type=int, help="the attempt (omit for none: null)")
+    ap.add_argument("--step", type=int)
+    ap.add_argument("--detail", default="{}", help="a JSON object")
+    cp = sub.add_parser("close", help="end the open attempt (if any) with the given reason")
+    cp.add_argument("run_dir")
+    cp.add_argument("--reason", required=True, choices=END_REASONS)
+    cp.add_argument("--exit-code", type=int)
+    args = p.parse_args(argv)
+    if args.cmd == "close":
+        detail = {"reason": args.reason}
+        if args.exit_code is not None:
+            detail["exit_code"] = args.exit_code
+        for a in open_attempts(read_events(args.run_dir, strict=False)):
+            append_event(args.run_dir, "attempt_end", attempt=a, detail=detail)
+        return 0
+    try:
+        detail = json.loads(args.detail)
+    except json.JSONDecodeError:
+        detail = None
+    if not isinstance(detail, dict):
+        p.error(f"--detail '{args.detail}' is not a JSON object, e.g. '{{\"nodes\": [\"n1\"]}}'")
+    append_event(args.run_dir, args.event, attempt=args.attempt, step=args.step, detail=detail)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_cli())

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from olmo.config.schema import Config, config_to_dict
+from olmo.errors import OlmoError
+from olmo.observe import logbook_cb
 from olmo.slurm import check_restart_limit
 from olmo.train.callbacks import Callback, ConsoleProgress, MetricsWriter
 from olmo.train.fault import FaultInjection, StopFlag
@@ -37,21 +39,52 @@ def default_callbacks(cfg: Config, parts: Components) -> list[Callback]:
         cbs.append(EnergyMonitor(cfg.energy, parts.run_dir, parts.env, parts.attempt))
     cbs.append(ConsoleProgress(cfg.train.progress, cfg.train.max_steps))
     cbs.append(WandbLogger(cfg.wandb, parts.run_dir, config_to_dict(cfg), parts.attempt))
+    # Before the metrics file: its on_resume drops the superseded records (the redone steps).
+    lb = logbook_cb.LogbookWriter(parts.run_dir, parts.attempt, parts.env.is_main, parts.timings)
+    cbs.append(lb)
     cbs.append(MetricsWriter(parts.run_dir / "metrics.jsonl"))
     faults = FaultInjection.from_env(parts.env.rank, parts.run_dir)  # $OLMO_FAULT_INJECT drills
     return cbs if faults is None else [faults, *cbs]
 
 
 def run_training(cfg: Config, run_dir: Path) -> int:
-    """Train (or continue) the run in `run_dir`; returns the process exit code."""
-    check_restart_limit()  # a job SLURM requeued past the profile's restart limit stops here
+    """Train (or continue) the run in `run_dir`; returns the process exit code. The logbook
+    gets how the attempt ended (or why the start was refused)."""
+    try:
+        check_restart_limit()  # a job SLURM requeued past the profile's restart limit stops here
+    except OlmoError as e:
+        logbook_cb.refused(run_dir, e)
+        raise
     stop = StopFlag()
     stop.install()  # already during start-up: a preemption signal then still ends in a checkpoint
     try:
-        parts = build_components(cfg, run_dir)
         try:
-            return Trainer(cfg, parts, default_callbacks(cfg, parts), stop).fit()
+            parts = build_components(cfg, run_dir)
+        except OlmoError as e:
+            logbook_cb.refused(run_dir, e)
+            raise
+        try:
+            return _fit(cfg, parts, stop)
         finally:
             parts.close()
     finally:
         stop.uninstall()
+
+
+def _fit(cfg: Config, parts: Components, stop: StopFlag) -> int:
+    trainer = None
+    try:
+        trainer = Trainer(cfg, parts, default_callbacks(cfg, parts), stop)
+        code = trainer.fit()
+    except BaseException as e:
+        if not parts.recorded:  # refused before it became an attempt
+            if isinstance(e, OlmoError):
+                logbook_cb.refused(parts.run_dir, e)
+        elif not isinstance(e, KeyboardInterrupt):
+            step = trainer.state.step if trainer else None
+            logbook_cb.attempt_failed(parts.run_dir, parts.attempt, parts.env.rank, step, e)
+        raise
+    logbook_cb.attempt_outcome(
+        parts.run_dir, parts.attempt, parts.env.rank, trainer.state.step, code, trainer.stop_reason
+    )
+    return code

@@ -9,7 +9,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from olmo.distributed.parallelize import parallelize_model
 from olmo.envinfo import environment_fingerprint
 from olmo.errors import OlmoError
 from olmo.fsutil import atomic_write_text
+from olmo.logbook import LogbookError, append_event, close_open_attempts, node_name
 from olmo.model import Transformer, build_model
 from olmo.slurm import ENV_KEYS as SLURM_ENV_KEYS
 from olmo.train.optim import build_optimizer
@@ -46,12 +47,18 @@ class Components:
     attempt: int
     tokenizer: Any = None
     """The run's tokenizer (built once; callbacks such as downstream eval reuse it)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Start-up marks for the logbook's resume breakdown: `setup_begin` (Unix time),
+    `process_group_s`, `checkpoint_load_s`, `data_fast_forward_s`."""
+    recorded: bool = False
+    """This start counts as an attempt (record_attempt ran): failures from here are crashes."""
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast_context(self.bf16, self.cfg.distributed.fsdp, self.env.device)
 
     def record_attempt(self) -> None:
-        record_attempt(self.run_dir, self.cfg, self.env)
+        record_attempt(self.run_dir, self.cfg, self.env, self.attempt)
+        self.recorded = True
 
     def after_first_step(self) -> None:
         set_collective_timeout(self.cfg.distributed.collective_timeout_s)
@@ -109,24 +116,58 @@ def next_attempt(run_dir: Path) -> int:
         ) from None
 
 
-def record_attempt(run_dir: Path, cfg: Config, env: DistEnv) -> None:
-    """Rank 0 writes the resolved config and env record and appends this attempt's line.
+def record_attempt(run_dir: Path, cfg: Config, env: DistEnv, attempt: int = 0) -> None:
+    """Rank 0 writes the resolved config and env record and appends this attempt's line; in the
+    logbook it closes earlier attempts that ended without a word, then books `attempt_start`.
 
     The first write into the run dir: only a start that passed every check counts as an attempt.
     """
-    _barrier()  # every rank has read the attempt number
+    nodes = _all_nodes()  # also a barrier: every rank has read the attempt number
     if env.is_main:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_yaml(config_to_dict(cfg), run_dir / "config.yaml")
-            atomic_write_text(run_dir / "env.json", json.dumps(environment_record(env), indent=1))
+            record = environment_record(env)
+            atomic_write_text(run_dir / "env.json", json.dumps(record, indent=1))
             with open(run_dir / "attempts.jsonl", "a") as f:
                 f.write(json.dumps(_attempt_line(env)) + "\n")
+            _book_start(run_dir, attempt, _start_detail(record, nodes))
         except OSError as e:
             raise OlmoError(
                 f"{run_dir}: cannot write the run dir ({e.strerror or e}); check --run-dir"
             ) from None
     _barrier()
+
+
+def _book_start(run_dir: Path, attempt: int, detail: dict[str, Any]) -> None:
+    """Close the attempts before this one that ended without a word, then book this start."""
+    try:
+        close_open_attempts(run_dir)
+    except LogbookError as e:  # a damaged logbook is reported by its reader; training goes on
+        log.warning("logbook: %s; earlier attempts left open", e)
+    append_event(run_dir, "attempt_start", attempt=attempt, rank=0, detail=detail)
+
+
+def _all_nodes() -> list[str]:
+    """Every rank's node name, sorted and unique (a collective)."""
+    names = [node_name()]
+    if torch.distributed.is_initialized():
+        names = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(names, node_name())
+    return sorted(set(names))
+
+
+def _start_detail(record: dict[str, Any], nodes: list[str]) -> dict[str, Any]:
+    env = os.environ
+    restarts = env.get("SLURM_RESTART_COUNT") or env.get("TORCHELASTIC_RESTART_COUNT") or 0
+    return {
+        "job_id": env.get("SLURM_JOB_ID") or env.get("TORCHELASTIC_RUN_ID"),
+        "nodes": nodes,
+        "restart_count": int(restarts),
+        "git_commit": record.get("git_commit"),
+        "image_digest": (record.get("container") or {}).get("image_digest"),
+        "world_size": record["world_size"],
+    }
 
 
 def _barrier() -> None:
@@ -152,7 +193,9 @@ def environment_record(env: DistEnv) -> dict[str, Any]:
 
 
 def build_components(cfg: Config, run_dir: Path) -> Components:
+    begin = time.time()
     env = init_distributed(cfg.distributed.backend, cfg.distributed.init_timeout_s)
+    timings = {"setup_begin": begin, "process_group_s": time.time() - begin}
     setup_logging(env.rank)
     run_dir = Path(run_dir)
     # Nothing is written into the run dir here: tokenizer, data, model and callbacks may still
@@ -189,5 +232,5 @@ def build_components(cfg: Config, run_dir: Path) -> Components:
         cfg.data.seq_len,
     )
     return Components(
-        cfg, env, run_dir, model, optim, loader, eval_data, ckpt, bf16, attempt, tokenizer
+        cfg, env, run_dir, model, optim, loader, eval_data, ckpt, bf16, attempt, tokenizer, timings
     )

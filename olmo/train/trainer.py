@@ -105,6 +105,8 @@ class Trainer:
         self.stop = StopFlag() if stop is None else stop
         self.checkpointer: Checkpointer = parts.checkpointer
         self.deadline = None
+        self.stop_reason: str | None = None
+        """Why the run stopped early for requeue (Boundary.reason), else None."""
         self._pending: list[_Pending] = []
         self._interval_start = time.perf_counter()
         self.seq_len = cfg.data.seq_len
@@ -144,7 +146,7 @@ class Trainer:
                     self.parts.after_first_step()
                 boundary = self._at_boundary()
                 if boundary.stop and self.state.step < self.cfg.train.max_steps:
-                    status = "requeue"
+                    status, self.stop_reason = "requeue", boundary.reason
                     break
                 self._emit("on_step_end", self.state.step)
             self._flush()
@@ -168,14 +170,18 @@ class Trainer:
         return 0
 
     def _resume(self) -> None:
+        begin = time.perf_counter()  # start-up marks for the logbook's resume breakdown
         path = self.checkpointer.find_resume_point()
         if path is None:
             self._emit("on_resume", 0)  # a killed attempt before the first checkpoint logged steps
             return
         saved = self.checkpointer.load(path, self.model, self.optim)
+        loaded = time.perf_counter()
         if saved is not None:
             self.state = TrainState(**saved["train_state"])
             self.loader.load_state_dict(saved["loader"])
+        self.parts.timings["checkpoint_load_s"] = loaded - begin
+        self.parts.timings["data_fast_forward_s"] = time.perf_counter() - loaded
         self._emit("on_resume", self.state.step)
         log.info("resumed from %s at step %d", path, self.state.step)
 
