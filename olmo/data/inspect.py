@@ -1,10 +1,12 @@
 """`olmo data inspect RUN_DIR_OR_CONFIG --step N`: the exact batch a training step consumed.
 
-Steps are numbered as the trainer logs them, 1-based: step 1 is the first optimizer step and
-consumes loader batch 0, so `--step N` shows loader batch `N - 1`. The batch is recomputed from
-the config alone (data paths, tokenizer, seq_len, train.seed, train.global_batch_size,
-train.eval_holdout_instances) with the trainer's own builder; its `batch_hash` matches the one in
-the step's metrics.
+Steps are numbered as the trainer logs them, 1-based. Every step's metrics record logs its
+`data_position` (where its global batch starts in the data order) and `global_batch_size`; from a
+run dir, the batch is rebuilt at that logged place, so skipped data (a loss-spike rollback) and
+batch-size changes are followed. From a config file, or for a step not logged yet, the place is
+replayed from the config (train.batch_size_schedule or the fixed batch, no skips). The data
+itself (paths or sources, tokenizer, seq_len, train.seed, train.eval_holdout_instances) comes from
+the config with the trainer's own builder; the `batch_hash` matches the one in the step's metrics.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from olmo.config.loader import from_dict, read_yaml
 from olmo.data.config import DataConfig
-from olmo.data.loader import DataLoader, batch_hash
+from olmo.data.loader import BatchPlan, DataLoader, batch_hash
 from olmo.data.split import build_train_data
 from olmo.errors import OlmoError
 
@@ -68,33 +70,68 @@ def loader_from_config_dict(
     return loader
 
 
-def inspect_step(cfg: dict[str, Any], step: int, source: str = "config") -> dict[str, Any]:
-    """`{"step", "indices", "batch_hash", "tokens"}` of trainer step `step` (1-based)."""
+def logged_plan(run_dir: Path, step: int) -> BatchPlan | None:
+    """Step `step`'s logged `data_position` and `global_batch_size` from RUN_DIR/metrics.jsonl
+    (the last record of that step wins; a torn line is ignored); None when not logged."""
+    found = None
+    try:
+        with open(run_dir / "metrics.jsonl") as f:
+            for line in f:
+                if f'"step": {step},' not in line and f'"step": {step}}}' not in line:
+                    continue  # cheap pre-filter: json.dumps writes `"step": N` this way
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("step") == step and "data_position" in rec:
+                    found = BatchPlan(step - 1, rec["data_position"], rec["global_batch_size"])
+    except FileNotFoundError:
+        return None
+    return found
+
+
+def inspect_step(
+    cfg: dict[str, Any], step: int, source: str = "config", run_dir: Path | None = None
+) -> dict[str, Any]:
+    """`{"step", "indices", "batch_hash", "tokens", "data_position", "global_batch_size",
+    "epoch"}` (+ `"sources"` for a mixture) of trainer step `step` (1-based). The batch's place
+    in the data order is read from `run_dir`'s metrics.jsonl where the step was logged (so skips
+    and batch-size changes are followed), else replayed from the config (no skips)."""
     if step < 1:
         raise OlmoError(f"--step {step}: steps are 1-based (step 1 is the first optimizer step)")
     loader = loader_from_config_dict(cfg, source=source)
-    indices = loader.global_indices(step - 1)
+    plan = logged_plan(run_dir, step) if run_dir is not None else None
+    plan = plan or loader.plan(step - 1)
+    indices = loader.indices(plan)
     tokens = loader.dataset.get_batch(indices)
-    return {
+    result = {
         "step": step,
         "indices": indices.tolist(),
         "batch_hash": batch_hash(indices),
         "tokens": tokens.tolist(),
-        "epoch": loader.epoch_of(step - 1),
+        "data_position": plan.position,
+        "global_batch_size": plan.size,
+        "epoch": loader.order.epoch(plan.position),
     }
+    labels = loader.order.labels(plan.position, plan.size)
+    if labels is not None:
+        result["sources"] = [loader.order.names[i] for i in labels.tolist()]
+    return result
 
 
 def format_human(result: dict[str, Any], decode) -> str:
     """Indices, hash and a one-line preview of each instance's decoded text."""
+    epoch = "" if result["epoch"] is None else f", epoch {result['epoch']}"
     lines = [
-        f"step {result['step']} (loader batch {result['step'] - 1}, epoch {result['epoch']}): "
+        f"step {result['step']} (data position {result['data_position']}{epoch}): "
         f"{len(result['indices'])} instances, batch_hash {result['batch_hash']}"
     ]
-    for index, toks in zip(result["indices"], result["tokens"], strict=True):
+    names = result.get("sources") or [None] * len(result["indices"])
+    for index, toks, name in zip(result["indices"], result["tokens"], names, strict=True):
         text = decode(toks)
         preview = text[:PREVIEW_CHARS].replace("\n", "\\n")  # one line per instance
         more = f" ... (+{len(text) - PREVIEW_CHARS} chars)" if len(text) > PREVIEW_CHARS else ""
-        lines.append(f"  [{index}] {preview}{more}")
+        lines.append(f"  [{index}]{f' ({name})' if name else ''} {preview}{more}")
     return "\n".join(lines)
 
 
@@ -116,7 +153,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_cli(args: argparse.Namespace) -> int:
     cfg = load_run_config(args.run)
-    result = inspect_step(cfg, args.step, source=str(args.run))
+    run_dir = Path(args.run) if Path(args.run).is_dir() else None
+    result = inspect_step(cfg, args.step, source=str(args.run), run_dir=run_dir)
     if args.json:
         print(json.dumps(result))
     else:

@@ -70,7 +70,8 @@ class EnergyMonitor(Callback):
                 rec["power_w"] = j / max(t1 - t0, 1e-9)
         self.prev_end = bounds[-1]
         self.job["steps"] += len(records)
-        self.job["tokens"] += len(records) * trainer.gbs * trainer.seq_len
+        # Each step's own batch: it may change (train.batch_size_schedule).
+        self.job["tokens"] += sum(r["global_batch_size"] for r in records) * trainer.seq_len
         self.job["last_step"] = records[-1]["step"]
         if all(math.isfinite(j) for j in joules):
             self.job["step_energy_j"] += sum(joules)

@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from olmo.checkpoint.checkpointer import Checkpointer
 from olmo.config.schema import Config
+from olmo.data.loader import BatchPlan
 from olmo.data.loader import batch_hash as batch_hash_of
 from olmo.errors import OlmoError
 from olmo.train.callbacks import Callback
@@ -68,6 +69,11 @@ class _Pending:
     batch_hash: str
     time: float
     """Host Unix time at the step's boundary: its work done on CPU, issued on an accelerator."""
+    plan: BatchPlan
+    """Where the step's global batch lies in the data order (position, size)."""
+    tokens_seen: int = 0
+    source_counts: dict[str, int] | None = None
+    """`{source name: instances}` of the global batch (data.sources mixtures only)."""
 
 
 @dataclass
@@ -111,6 +117,7 @@ class Trainer:
         self._interval_start = time.perf_counter()
         self.seq_len = cfg.data.seq_len
         self.gbs = cfg.train.global_batch_size
+        """The configured (final) global batch; a step's own is its BatchPlan.size."""
         self.tokens_per_step = tokens_per_step(self.gbs, self.seq_len)
         self.loss_scale = loss_scale(self.env.world_size, self.gbs, self.seq_len)
         self.loss_sum: torch.Tensor | None = None
@@ -191,22 +198,26 @@ class Trainer:
         self._emit("pre_step", step)
         lr = self.cfg.optim.lr * lr_factor(step, self.cfg.scheduler, self.cfg.train.max_steps)
         set_lr(self.optim, lr)
-        index, batch = next(self._batches)
-        if index != step - 1:
-            raise RuntimeError(f"data loader out of sync: batch {index} for step {step}")
-        batch_hash = batch_hash_of(self.loader.global_indices(index))
+        plan, batch = next(self._batches)
+        if plan.step != step - 1:
+            raise RuntimeError(f"data loader out of sync: batch {plan.step} for step {step}")
+        batch_hash = batch_hash_of(self.loader.indices(plan))
         batch = batch.to(self.env.device, non_blocking=True)
         micro = self.cfg.train.micro_batch_size
-        self.loss_sum = forward_backward(
-            self.model, batch, micro, self.loss_scale, self.parts.autocast
-        )
+        # The batch size may change (train.batch_size_schedule): the loss is the mean over
+        # this step's own predicted tokens.
+        scale = loss_scale(self.env.world_size, plan.size, self.seq_len)
+        self.loss_sum = forward_backward(self.model, batch, micro, scale, self.parts.autocast)
         self._emit("pre_optim_step", step)
         loss_sum, self.loss_sum = self.loss_sum, None
         grad_norm = clip_gradients(self.model, self.cfg.optim.grad_clip)
         optimizer_step(self.optim, grad_norm, self.cfg.optim.fused)
         self.state.step = step
-        self.state.tokens_seen += self.gbs * self.seq_len
-        self._pending.append(_Pending(step, loss_sum, grad_norm, lr, batch_hash, time.time()))
+        self.state.tokens_seen += plan.size * self.seq_len
+        pending = _Pending(step, loss_sum, grad_norm, lr, batch_hash, time.time(), plan)
+        pending.tokens_seen = self.state.tokens_seen
+        pending.source_counts = self.loader.source_counts(plan)
+        self._pending.append(pending)
         self._emit("post_step", step)
 
     def _count_nonfinite(self, steps: list[int], norms: list[float]) -> None:
@@ -276,18 +287,23 @@ class Trainer:
         losses = torch.stack([p.loss_sum for p in self._pending]).float()
         if self.env.world_size > 1:
             dist.all_reduce(losses)
-        losses = (losses / self.tokens_per_step).tolist()
+        per_step = [tokens_per_step(p.plan.size, self.seq_len) for p in self._pending]
+        losses = (losses / torch.tensor(per_step, dtype=losses.dtype)).tolist()
         norms = torch.stack([p.grad_norm.float() for p in self._pending]).tolist()
-        tok_s = len(self._pending) * self.gbs * self.seq_len / max(elapsed, 1e-9)
+        tokens = sum(p.plan.size for p in self._pending) * self.seq_len
+        tok_s = tokens / max(elapsed, 1e-9)
         records = [
             {
                 "step": p.step,
                 "loss": loss,
                 "lr": p.lr,
                 "grad_norm": gn,
-                "tokens_seen": p.step * self.gbs * self.seq_len,
+                "tokens_seen": p.tokens_seen,
                 "tokens_per_s": tok_s,
                 "batch_hash": p.batch_hash,
+                "data_position": p.plan.position,
+                "global_batch_size": p.plan.size,
+                **({"source_counts": p.source_counts} if p.source_counts else {}),
                 "time": p.time,
                 "attempt": self.parts.attempt,
             }

@@ -80,3 +80,24 @@ def test_config_errors(cfg, tmp_path):
         add_cli(add_cli_args.add_subparsers())
         args = add_cli_args.parse_args(["data", "inspect", str(tmp_path), "--step", "1"])
         args.func(args)
+
+
+def test_run_dir_follows_the_logged_data_position(cfg, tmp_path):
+    # A run that skipped data before step 3: its batch is read where metrics.jsonl says it lay.
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    n = len(loader_from_config_dict(cfg).dataset)
+    lines = [
+        json.dumps({"step": 2, "data_position": 4, "global_batch_size": 4}, sort_keys=True),
+        json.dumps({"step": 3, "data_position": 8, "global_batch_size": 4}, sort_keys=True),
+        '{"step": 3, "data_pos',  # torn line of a killed attempt
+        json.dumps({"step": 3, "data_position": 13, "global_batch_size": 2}, sort_keys=True),
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    got = inspect_step(cfg, 3, run_dir=tmp_path)
+    assert got["indices"] == global_order(n, 5, 0)[13:15].tolist()  # the last record wins
+    assert (got["data_position"], got["global_batch_size"], got["epoch"]) == (13, 2, 0)
+    assert inspect_step(cfg, 3)["data_position"] == 8  # a config alone: replayed, no skips
+    unlogged = inspect_step(cfg, 5, run_dir=tmp_path)
+    assert (
+        unlogged["data_position"] == 16 and unlogged["indices"] == inspect_step(cfg, 5)["indices"]
+    )

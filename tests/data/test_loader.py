@@ -74,25 +74,39 @@ def test_state_dict_round_trip_resumes_at_same_batch(ds):
     a = DataLoader(ds, 8, seed=5)
     it = iter(a)
     seen = [next(it) for _ in range(14)]  # crosses into epoch 1
-    assert [s for s, _ in seen] == list(range(14))
+    assert [p.step for p, _ in seen] == list(range(14))
+    # Epoch 0 holds 12 whole batches (positions 0..95); batch 12 starts epoch 1 at position 100.
+    assert [p.position for p, _ in seen[11:]] == [88, 100, 108]
     state = a.state_dict()
     assert state == {
         "seed": 5,
         "epoch": 1,
+        "position": 116,
         "instances_consumed": 112,
         "steps_consumed": 14,
         "global_batch_size": 8,
         "num_instances": 100,
+        "skips": [],
     }
     b = DataLoader(ds, 8, seed=5)
     b.load_state_dict(state)
-    step, batch = next(iter(b))
-    expected_step, expected = next(it)
-    assert step == expected_step == 14 and torch.equal(batch, expected)
+    plan, batch = next(iter(b))
+    expected_plan, expected = next(it)
+    assert plan == expected_plan and plan.step == 14 and torch.equal(batch, expected)
     with pytest.raises(OlmoError, match=r"seed=5 but this run has 6.*train\.seed"):
         DataLoader(ds, 8, seed=6).load_state_dict(state)
-    with pytest.raises(OlmoError, match=r"global_batch_size=8 but this run has 4"):
-        DataLoader(ds, 4, seed=5).load_state_dict(state)
+
+
+def test_old_checkpoint_without_position_resumes_at_step_times_batch(ds):
+    new = DataLoader(ds, 8, seed=5)
+    it = iter(new)
+    for _ in range(14):
+        next(it)
+    old_state = {"seed": 5, "steps_consumed": 14, "global_batch_size": 8, "num_instances": 100}
+    old = DataLoader(ds, 8, seed=5)
+    old.load_state_dict(old_state)
+    assert (old.position, old.instances_consumed) == (new.position, new.instances_consumed)
+    assert torch.equal(next(iter(old))[1], next(it)[1])
 
 
 def test_prefetch_workers_give_identical_batches(ds):
@@ -100,9 +114,9 @@ def test_prefetch_workers_give_identical_batches(ds):
     fetched = DataLoader(ds, 8, seed=2, rank=1, world_size=2, num_workers=2, prefetch=3)
     fetched.load_state_dict({"seed": 2, "global_batch_size": 8, "steps_consumed": 4})
     got = []
-    for step, batch in fetched:
-        got.append((step, batch))
-        if step == 30:
+    for plan, batch in fetched:
+        got.append((plan.step, batch))
+        if plan.step == 30:
             break
     assert [s for s, _ in got] == list(range(4, 31)) and fetched.steps_consumed == 31
     for step, batch in got:
@@ -118,3 +132,27 @@ def test_bad_sizes(ds):
         DataLoader(ds, 128, seed=0)
     with pytest.raises(OlmoError, match=r"rank 2 / world size 2"):
         DataLoader(ds, 8, seed=0, rank=2, world_size=2)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_skip_moves_the_position_mid_iteration_and_is_checkpointed(ds, workers):
+    loader = DataLoader(ds, 8, seed=4, num_workers=workers, prefetch=3)
+    it = iter(loader)
+    first, _ = next(it)
+    loader.skip(20)  # the prefetched batches after it are stale now
+    plan, batch = next(it)
+    assert (plan.step, plan.position) == (1, 8 + 20)
+    expected = global_order(100, 4, 0)[28:36]
+    np.testing.assert_array_equal(loader.indices(plan), expected)
+    assert torch.equal(batch, torch.from_numpy(ds.get_batch(expected)))
+    loader.skip_to(95)  # 95 + 8 > 100: the next batch starts epoch 1
+    plan, _ = next(it)
+    assert plan.position == 100 and loader.epoch_of(0) == 0
+    state = loader.state_dict()
+    assert state["skips"] == [[1, 8, 20], [2, 36, 59]] and state["position"] == 108
+    assert state["instances_consumed"] == 24  # skipped data is not trained on
+    again = DataLoader(ds, 8, seed=4)
+    again.load_state_dict(state)
+    assert next(iter(again))[0].position == 108 and again.skips == state["skips"]
+    with pytest.raises(ValueError, match="behind the current position"):
+        loader.skip_to(3)
