@@ -192,7 +192,11 @@ def close_open_attempts(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 def _cli(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m olmo.logbook", description=__doc__)
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str):  # one `error:` line, exit 2, like the `olmo` command
+            self.exit(2, f"error: {self.prog}: {message}\n")
+
+    p = Parser(prog="python -m olmo.logbook", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     ap = sub.add_parser("append", help="append one event to RUN_DIR/logbook.jsonl")
     ap.add_argument("run_dir")
@@ -200,7 +204,9 @@ def _cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--attempt", type=int, help="the attempt (omit for none: null)")
     ap.add_argument("--step", type=int)
     ap.add_argument("--detail", default="{}", help="a JSON object")
-    cp = sub.add_parser("close", help="end the open attempt (if any) with the given reason")
+    cp = sub.add_parser(
+        "close", help="end the newest open attempt (if any) with this reason, older ones inferred"
+    )
     cp.add_argument("run_dir")
     cp.add_argument("--reason", required=True, choices=END_REASONS)
     cp.add_argument("--exit-code", type=int)
@@ -209,8 +215,14 @@ def _cli(argv: list[str] | None = None) -> int:
         detail = {"reason": args.reason}
         if args.exit_code is not None:
             detail["exit_code"] = args.exit_code
-        for a in open_attempts(read_events(args.run_dir, strict=False)):
-            append_event(args.run_dir, "attempt_end", attempt=a, detail=detail)
+        events = read_events(args.run_dir, strict=False)
+        opened = open_attempts(events)
+        for a in opened[:-1]:
+            append_event(
+                args.run_dir, "attempt_end", attempt=a, **inferred_end(args.run_dir, events, a)
+            )
+        if opened:
+            append_event(args.run_dir, "attempt_end", attempt=opened[-1], detail=detail)
         return 0
     try:
         detail = json.loads(args.detail)
