@@ -22,7 +22,11 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
 
 from olmo.checkpoint.config import CheckpointConfig
 from olmo.checkpoint.layout import (
@@ -253,21 +257,28 @@ class Checkpointer:
 
     # ---- loading ------------------------------------------------------------------------
     def load(
-        self, path: Path, model: torch.nn.Module, optim: torch.optim.Optimizer
+        self,
+        path: Path,
+        model: torch.nn.Module,
+        optim: torch.optim.Optimizer,
+        optim_state: bool = True,
     ) -> dict[str, Any] | None:
-        """Restore model (+ optimizer and trainer state when present); returns the trainer state."""
+        """Restore model (+ optimizer and trainer state when present); returns the trainer state.
+        `optim_state=False`: the checkpoint's optimizer state is for another optimizer (a switch
+        on resume): not read; the trainer state still is."""
         marker = read_marker(path)
         model_sd, optim_sd = get_state_dict(model, optim)
-        with_optim = "optim" in marker.get("contents", [])
+        has_optim = "optim" in marker.get("contents", [])
+        with_optim = has_optim and optim_state
         state = {"model": model_sd, "optim": optim_sd} if with_optim else {"model": model_sd}
         dcp_load(state, path)
-        set_state_dict(
-            model,
-            optim,
-            model_state_dict=state["model"],
-            optim_state_dict=state.get("optim", optim_sd) if with_optim else {},
-        )
-        if not with_optim:
+        if with_optim:
+            set_state_dict(
+                model, optim, model_state_dict=state["model"], optim_state_dict=state["optim"]
+            )
+        else:  # set_state_dict refuses an empty optimizer state
+            set_model_state_dict(model, state["model"])
+        if not has_optim:
             log.info("%s holds weights only: optimizer and data order start fresh", path)
             return None
         saved_ws = marker.get("world_size")

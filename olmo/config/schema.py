@@ -61,7 +61,21 @@ class Config:
             raise OlmoError(f"train.seed must be >= 0, got {self.train.seed}")
         if self.optim.lr <= 0 or len(self.optim.betas) != 2:
             raise OlmoError("optim.lr must be > 0 and optim.betas must hold two numbers")
+        if self.optim.momentum < 0:
+            raise OlmoError(f"optim.momentum must be >= 0, got {self.optim.momentum}")
+        self._check_wsd()
         return self
+
+    def _check_wsd(self) -> None:
+        sched = self.scheduler
+        if sched.decay != "wsd":
+            return
+        room = self.train.max_steps - sched.warmup_steps
+        if sched.decay_steps is None or not 0 < sched.decay_steps <= room:
+            raise OlmoError(
+                f"scheduler.decay=wsd needs scheduler.decay_steps in 1..{room} (max_steps - "
+                f"warmup_steps), got {sched.decay_steps}"
+            )
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

@@ -10,6 +10,11 @@ from olmo.errors import OlmoError
 
 @dataclass
 class OptimConfig:
+    name: Literal["adamw", "sgd"] = "adamw"
+    """The optimizer. Switching on resume (allow it with train.allow_change=optim.name) loads
+    the model and data position and starts the new optimizer's state fresh (see README)."""
+    momentum: float = 0.9
+    """SGD momentum (0 = plain SGD, which keeps no state); unused by AdamW."""
     lr: float = 4.0e-4
     """Peak learning rate."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
@@ -34,12 +39,16 @@ class OptimConfig:
 
 @dataclass
 class SchedulerConfig:
-    decay: Literal["linear", "cosine", "inv_sqrt", "constant"] = "linear"
-    """Shape of the decay after warm-up."""
+    decay: Literal["linear", "cosine", "inv_sqrt", "constant", "wsd", "anneal"] = "linear"
+    """Shape of the decay after warm-up. `wsd`: warm-up, stable at the peak, then a linear decay
+    to the floor over the last decay_steps before train.max_steps. `anneal` (with
+    checkpoint.load): from the checkpoint's last LR linearly to 0 at train.max_steps, no
+    warm-up."""
     warmup_steps: int = 5000
     """Linear warm-up from 0 to the peak LR over this many steps."""
     decay_steps: int | None = None
-    """Steps of decay after warm-up; None = until train.max_steps."""
+    """Steps of decay after warm-up; None = until train.max_steps. For `wsd` (required): the
+    length of the final decay, which ends at train.max_steps."""
     final_lr_ratio: float = 0.1
     """The LR floor as a fraction of the peak (OLMo: 0.1)."""
 
@@ -74,6 +83,10 @@ class TrainerConfig:
     """Under SLURM, checkpoint and exit for requeue this long before the job's end time."""
     progress: Literal["auto", "bar", "lines"] = "auto"
     """Console output: a progress bar on a TTY, plain log lines otherwise (SLURM logs)."""
+    allow_change: list[str] | str = field(default_factory=list)
+    """Keys (or sections: `optim`) that may differ from the resumed checkpoint's config in keys
+    that change the numbers; `--train.allow_change=optim.lr,optim.name`. Each change is recorded
+    as a `config_change` logbook event."""
 
     def batch_instances(self, seq_len: int) -> int:
         if self.global_batch_tokens is None:

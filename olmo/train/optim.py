@@ -1,7 +1,8 @@
-"""AdamW and the warm-up + decay learning-rate schedule."""
+"""AdamW or SGD, and the learning-rate schedules (warm-up + decay, WSD, anneal)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -23,35 +24,81 @@ def param_groups(model: torch.nn.Module, cfg: OptimConfig) -> list[dict[str, Any
     return groups
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW (fused by default: a non-finite step is then skipped on the device, as
+    step.optimizer_step sets `found_inf`) or SGD (foreach: fused SGD has no DTensor kernel, so
+    it cannot run on FSDP's parameters; the loop then checks the norm on the host)."""
+    groups = param_groups(model, cfg)
+    foreach = None if cfg.fused else True
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, foreach=True)
     return torch.optim.AdamW(
-        param_groups(model, cfg),
+        groups,
         lr=cfg.lr,
         betas=(cfg.betas[0], cfg.betas[1]),
         eps=cfg.eps,
         weight_decay=cfg.weight_decay,
         fused=cfg.fused,
-        foreach=None if cfg.fused else True,
+        foreach=foreach,
     )
+
+
+def state_kind(cfg: OptimConfig) -> str:
+    """What the optimizer keeps per parameter, and in which groups: a checkpoint's optimizer
+    state loads only into an optimizer of the same kind (AdamW: step + two moments; SGD: a
+    momentum buffer or nothing)."""
+    name = "sgd-momentum" if cfg.name == "sgd" and cfg.momentum > 0 else cfg.name
+    return f"{name}, {'one group' if cfg.decay_embeddings else 'embedding apart'}"
+
+
+def apply_hparams(optim: torch.optim.Optimizer, model: torch.nn.Module, cfg: OptimConfig) -> None:
+    """Set the configured hyperparameters on every group: loading an optimizer state also loads
+    the checkpoint's (betas, eps, weight decay, momentum), and an allowed change must win."""
+    fresh = build_optimizer(model, dataclasses.replace(cfg, fused=False))
+    for group, want in zip(optim.param_groups, fresh.param_groups, strict=True):
+        group.update({k: v for k, v in want.items() if k not in ("params", "fused", "foreach")})
 
 
 def lr_factor(step: int, cfg: SchedulerConfig, max_steps: int) -> float:
     """LR multiplier for optimizer step `step` (1-based: step 1 is the first update)."""
+    if cfg.decay == "anneal":
+        raise ValueError("anneal: the LR depends on where it started; use learning_rate()")
     if cfg.warmup_steps > 0 and step <= cfg.warmup_steps:
         return step / cfg.warmup_steps
     if cfg.decay == "constant":
         return 1.0
+    floor = cfg.final_lr_ratio
+    if cfg.decay == "wsd":  # stable at the peak until the last decay_steps, then linear
+        decay_steps = max(1, cfg.decay_steps or 1)
+        t = min(1.0, max(0, step - (max_steps - decay_steps)) / decay_steps)
+        return 1.0 - (1.0 - floor) * t
     decay_steps = (
         cfg.decay_steps if cfg.decay_steps is not None else max(1, max_steps - cfg.warmup_steps)
     )
     t = min(1.0, (step - cfg.warmup_steps) / max(1, decay_steps))
-    floor = cfg.final_lr_ratio
     if cfg.decay == "linear":
         return 1.0 - (1.0 - floor) * t
     if cfg.decay == "cosine":
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
     # inverse square root, continuous at the end of warm-up, never below the floor
     return max(floor, math.sqrt(max(1, cfg.warmup_steps) / max(1, step)))
+
+
+def learning_rate(
+    step: int,
+    peak: float,
+    cfg: SchedulerConfig,
+    max_steps: int,
+    anneal_start: list[float] | None = None,
+) -> float:
+    """The LR of step `step`. An anneal goes from `anneal_start = [step0, lr0]` (the loaded
+    checkpoint's step and last LR) linearly to 0: lr0 at step0 + 1, 0 at max_steps."""
+    if cfg.decay != "anneal":
+        return peak * lr_factor(step, cfg, max_steps)
+    if anneal_start is None:
+        raise ValueError("anneal without a start: the trainer sets it when it loads a checkpoint")
+    step0, lr0 = int(anneal_start[0]), float(anneal_start[1])
+    return lr0 * max(0, max_steps - step) / max(1, max_steps - step0 - 1)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

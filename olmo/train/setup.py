@@ -56,8 +56,8 @@ class Components:
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast_context(self.bf16, self.cfg.distributed.fsdp, self.env.device)
 
-    def record_attempt(self) -> None:
-        record_attempt(self.run_dir, self.cfg, self.env, self.attempt)
+    def record_attempt(self, parent: dict[str, Any] | None = None) -> None:
+        record_attempt(self.run_dir, self.cfg, self.env, self.attempt, parent)
         self.recorded = True
 
     def after_first_step(self) -> None:
@@ -116,9 +116,16 @@ def next_attempt(run_dir: Path) -> int:
         ) from None
 
 
-def record_attempt(run_dir: Path, cfg: Config, env: DistEnv, attempt: int = 0) -> None:
-    """Rank 0 writes the resolved config and env record and appends this attempt's line; in the
-    logbook it closes earlier attempts that ended without a word, then books `attempt_start`.
+def record_attempt(
+    run_dir: Path,
+    cfg: Config,
+    env: DistEnv,
+    attempt: int = 0,
+    parent: dict[str, Any] | None = None,
+) -> None:
+    """Rank 0 writes the resolved config and env record and appends this attempt's line (with
+    `parent` when it starts from another run's checkpoint); in the logbook it closes earlier
+    attempts that ended without a word, then books `attempt_start`.
 
     The first write into the run dir: only a start that passed every check counts as an attempt.
     """
@@ -130,7 +137,8 @@ def record_attempt(run_dir: Path, cfg: Config, env: DistEnv, attempt: int = 0) -
             record = environment_record(env)
             atomic_write_text(run_dir / "env.json", json.dumps(record, indent=1))
             with open(run_dir / "attempts.jsonl", "a") as f:
-                f.write(json.dumps(_attempt_line(env)) + "\n")
+                line = _attempt_line(env) | ({"parent": parent} if parent else {})
+                f.write(json.dumps(line) + "\n")
             _book_start(run_dir, attempt, _start_detail(record, nodes))
         except OSError as e:
             raise OlmoError(

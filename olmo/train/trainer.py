@@ -22,6 +22,7 @@ from olmo.config.schema import Config
 from olmo.data.loader import BatchPlan
 from olmo.data.loader import batch_hash as batch_hash_of
 from olmo.errors import OlmoError
+from olmo.train import resume_check
 from olmo.train.callbacks import Callback
 from olmo.train.fault import (
     REQUEUE_EXIT_CODE,
@@ -29,7 +30,7 @@ from olmo.train.fault import (
     Watchdog,
     job_end_time,
 )
-from olmo.train.optim import lr_factor, set_lr
+from olmo.train.optim import learning_rate, set_lr
 from olmo.train.setup import Components
 from olmo.train.step import (
     clip_gradients,
@@ -53,6 +54,10 @@ class TrainState:
     tokens_seen: int = 0
     nonfinite_in_a_row: int = 0
     skipped_steps: list[int] = field(default_factory=list)
+    lr: float | None = None
+    """The learning rate of the last step (an anneal from this checkpoint starts there)."""
+    anneal_start: list[float] | None = None
+    """`[step, lr]` an anneal (scheduler.decay=anneal) started from."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # a deep copy: an async save commits it after later steps
@@ -127,7 +132,8 @@ class Trainer:
     # ---- lifecycle ----------------------------------------------------------------------
     def fit(self) -> int:
         """Train to max_steps; returns the process exit code (0, or REQUEUE_EXIT_CODE)."""
-        self.parts.record_attempt()
+        self.start = resume_check.plan_start(self.cfg, self.checkpointer)  # may refuse
+        self.parts.record_attempt(self.start.parent_record())
         if self._own_stop:
             self.stop.install()
         self._resume()
@@ -177,16 +183,22 @@ class Trainer:
         return 0
 
     def _resume(self) -> None:
-        begin = time.perf_counter()  # start-up marks for the logbook's resume breakdown
-        path = self.checkpointer.find_resume_point()
+        # start-up marks for the logbook's resume breakdown (finding was plan_start's)
+        begin = time.perf_counter() - self.start.find_s
+        path = self.start.path
         if path is None:
             self._emit("on_resume", 0)  # a killed attempt before the first checkpoint logged steps
             return
-        saved = self.checkpointer.load(path, self.model, self.optim)
+        saved = self.checkpointer.load(path, self.model, self.optim, self.start.optimizer_state)
         loaded = time.perf_counter()
         if saved is not None:
             self.state = TrainState(**saved["train_state"])
-            self.loader.load_state_dict(saved["loader"])
+            loader = self.loader
+            loader.load_state_dict(
+                self.start.loader_state(saved["loader"], loader.seed, len(loader.dataset))
+            )
+        resume_check.after_load(self.start, self.optim, self.model, self.cfg, self.state)
+        resume_check.record(self.parts.run_dir, self.parts.attempt, self.start, self.env.is_main)
         self.parts.timings["checkpoint_load_s"] = loaded - begin
         self.parts.timings["data_fast_forward_s"] = time.perf_counter() - loaded
         self._emit("on_resume", self.state.step)
@@ -196,7 +208,9 @@ class Trainer:
     def train_step(self) -> None:
         step = self.state.step + 1
         self._emit("pre_step", step)
-        lr = self.cfg.optim.lr * lr_factor(step, self.cfg.scheduler, self.cfg.train.max_steps)
+        sched, max_steps = self.cfg.scheduler, self.cfg.train.max_steps
+        lr = learning_rate(step, self.cfg.optim.lr, sched, max_steps, self.state.anneal_start)
+        self.state.lr = lr
         set_lr(self.optim, lr)
         plan, batch = next(self._batches)
         if plan.step != step - 1:
@@ -211,7 +225,8 @@ class Trainer:
         self._emit("pre_optim_step", step)
         loss_sum, self.loss_sum = self.loss_sum, None
         grad_norm = clip_gradients(self.model, self.cfg.optim.grad_clip)
-        optimizer_step(self.optim, grad_norm, self.cfg.optim.fused)
+        fused = bool(self.optim.defaults.get("fused"))  # SGD is never fused (see optim.py)
+        optimizer_step(self.optim, grad_norm, fused)
         self.state.step = step
         self.state.tokens_seen += plan.size * self.seq_len
         pending = _Pending(step, loss_sum, grad_norm, lr, batch_hash, time.time(), plan)

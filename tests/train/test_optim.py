@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from olmo.train.config import SchedulerConfig
-from olmo.train.optim import lr_factor
+from olmo.train.optim import learning_rate, lr_factor
 
 
 @pytest.mark.parametrize("decay", ["linear", "cosine", "inv_sqrt", "constant"])
@@ -51,3 +51,20 @@ def test_weight_decay_spares_only_the_embedding(block: str, tying: bool):
     assert bool(norms) == (block == "olmo2")  # OLMo's LayerNorm has no weights to decay
     everything = build_optimizer(model, OptimConfig(decay_embeddings=True, fused=False))
     assert [g["weight_decay"] for g in everything.param_groups] == [0.1]
+
+
+def test_wsd_warms_up_holds_then_decays_to_the_floor_at_max_steps():
+    cfg = SchedulerConfig(decay="wsd", warmup_steps=10, decay_steps=20, final_lr_ratio=0.1)
+    f = {s: lr_factor(s, cfg, 100) for s in range(1, 101)}
+    assert f[1] == pytest.approx(0.1) and f[10] == pytest.approx(1.0)  # warm-up
+    assert all(f[s] == 1.0 for s in range(10, 81))  # stable through step 80 = 100 - 20
+    assert f[81] == pytest.approx(1 - 0.9 / 20) and f[90] == pytest.approx(0.55)
+    assert f[100] == pytest.approx(0.1)  # the floor exactly at max_steps
+    # Raising max_steps (a longer run) lengthens only the stable phase.
+    assert lr_factor(100, cfg, 200) == 1.0 and lr_factor(200, cfg, 200) == pytest.approx(0.1)
+
+
+def test_anneal_goes_linearly_from_the_start_lr_to_zero():
+    cfg = SchedulerConfig(decay="anneal", warmup_steps=10)
+    lrs = [learning_rate(s, 1.0, cfg, 14, anneal_start=[10, 0.3]) for s in range(11, 15)]
+    assert lrs == pytest.approx([0.3, 0.2, 0.1, 0.0])
