@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # the hang watchdog's supervisor: before anything imports torch
+        from olmo.train.watchdog import supervise_train
+
+        code = supervise_train(argv)
+        if code is not None:
+            return code
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:

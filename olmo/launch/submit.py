@@ -60,11 +60,17 @@ class TrainTask:
         )
         if self.prof.doctor.enabled:
             self._doctor(env)
-        from olmo.config.schema import load_config
-        from olmo.run import run_training
+        from olmo.train.watchdog import supervise_train
 
-        cfg = load_config(self.job.config, self.train_overrides())
-        rc = run_training(cfg, Path(self.job.run_dir))
+        # With train.watchdog_timeout_s, this task supervises `olmo train` as its child.
+        argv = ["train", self.job.config, "--run-dir", self.job.run_dir, *self.train_overrides()]
+        rc = supervise_train(argv)
+        if rc is None:
+            from olmo.config.schema import load_config
+            from olmo.run import run_training
+
+            cfg = load_config(self.job.config, self.train_overrides())
+            rc = run_training(cfg, Path(self.job.run_dir))
         if rc == REQUEUE_EXIT_CODE:
             self._requeue(env)
         if rc != 0:

@@ -1,11 +1,12 @@
-"""Fault handling that runs beside the loop: signal flags, SLURM walltime, a hang watchdog.
+"""Fault handling that runs beside the loop: signal flags, SLURM walltime, fault drills.
+
+The hang watchdog is a supervisor process (olmo.train.watchdog); `Watchdog` is its trainer end.
 
 Handlers only set flags; the trainer acts on them at a step boundary after all ranks agree.
 """
 
 from __future__ import annotations
 
-import faulthandler
 import logging
 import os
 import re
@@ -24,6 +25,7 @@ from olmo.slurm import (  # noqa: F401  (re-exported: the loop's SLURM facts)
     parse_squeue_time,
 )
 from olmo.train.callbacks import Callback
+from olmo.train.watchdog import Watchdog  # noqa: F401  (re-exported: the trainer's end)
 
 if TYPE_CHECKING:
     from olmo.train.trainer import Trainer
@@ -59,60 +61,17 @@ class StopFlag:
         return self.signum is not None
 
 
-class Watchdog:
-    """If `beat()` is not called within `timeout_s`, dump every thread's stack and exit.
-
-    With peers (grace_s > 0) it stays alive a little after dumping: ranks stuck at the same point
-    fire moments later and dump too, instead of dying on the first one's closed connections.
-    """
-
-    def __init__(self, timeout_s: float, dump_path: Path, grace_s: float = 0.0):
-        self.timeout_s, self.dump_path, self.grace_s = timeout_s, dump_path, grace_s
-        self._last = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="olmo-watchdog", daemon=True)
-
-    def start(self) -> Watchdog:
-        if self.timeout_s > 0:
-            self._thread.start()
-        return self
-
-    def beat(self) -> None:
-        self._last = time.monotonic()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(min(1.0, self.timeout_s / 4)):
-            idle = time.monotonic() - self._last
-            if idle > self.timeout_s:
-                self._dump(idle)
-                time.sleep(self.grace_s)
-                os._exit(WATCHDOG_EXIT_CODE)
-
-    def _dump(self, idle: float) -> None:
-        self.dump_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.dump_path, "w") as f:
-            f.write(f"watchdog: no step completed in {idle:.1f}s (timeout {self.timeout_s}s)\n")
-            faulthandler.dump_traceback(file=f, all_threads=True)
-        log.error(
-            "watchdog: no step in %.0fs; stacks in %s; exiting with %d",
-            idle,
-            self.dump_path,
-            WATCHDOG_EXIT_CODE,
-        )
-
-
 # ---- fault injection (tests) -------------------------------------------------------------
 FAULT_ENV = "OLMO_FAULT_INJECT"
 """Test-only: `ACTION@WHEN[,rank=R][;...]`, e.g. `kill@step=7,rank=1;kill@save=10;hang@step=5;
 nan@step=4-8;crash@step=6`. kill = SIGKILL itself after step N's boundary (metrics flushed,
 checkpoint done) or, with save=N, after writing step N's checkpoint shards but before the commit;
-hang = stop making progress after step N; crash = raise an exception there; nan = non-finite
-gradients and loss at step(s) N[-M]. Without rank= every rank acts. kill, hang and crash fire
-once per run dir (a marker file remembers them), so the restarted run gets past the step."""
-_FAULT_RE = re.compile(r"^(kill|hang|nan|crash)@(step|save)=(\d+)(?:-(\d+))?(?:,rank=(\d+))?$")
+hang = stop making progress after step N (asleep, the GIL released); hang_gil = the same in a C
+loop that holds the GIL (no Python thread runs again); crash = raise an exception there;
+nan = non-finite gradients and loss at step(s) N[-M]. Without rank= every rank acts. kill,
+hang, hang_gil and crash fire once per run dir (a marker file remembers them), so the
+restarted run gets past the step."""
+_FAULT_RE = re.compile(r"^(kill|hang_gil|hang|nan|crash)@(step|save)=(\d+)(?:-(\d+))?(?:,rank=(\d+))?$")
 
 
 @dataclass(frozen=True)
@@ -182,7 +141,7 @@ class FaultInjection(Callback):
         trainer.loss_sum = trainer.loss_sum * float("nan")
 
     def on_step_end(self, trainer: Trainer, step: int) -> None:
-        for action in ("kill", "hang", "crash"):
+        for action in ("kill", "hang", "hang_gil", "crash"):
             fault = self._due(action, "step", step)
             if fault and self._fire_once(fault):
                 self._act(action, f"step {step}")
@@ -200,5 +159,13 @@ class FaultInjection(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
         if action == "crash":  # an unexpected exception out of the loop (a bug, a bad file)
             raise RuntimeError(f"{FAULT_ENV}: injected crash at {when} on rank {self.rank}")
+        if action == "hang_gil":
+            _hold_gil()
         while True:  # hang: the main thread makes no progress; the watchdog must notice
             time.sleep(1)
+
+
+def _hold_gil() -> None:
+    """A hang no Python thread can see: one C call that never returns to the interpreter loop,
+    so the GIL is never released (a stuck extension looks the same)."""
+    sum(range(10**18))

@@ -146,7 +146,9 @@ class Trainer:
             )
         watchdog = Watchdog(
             self.cfg.train.watchdog_timeout_s,
-            self.parts.run_dir / "stacks" / f"rank{self.env.rank}.txt",
+            self.parts.run_dir,
+            self.env.rank,
+            self.parts.attempt,
             grace_s=min(10.0, self.cfg.train.watchdog_timeout_s) if self.env.world_size > 1 else 0,
         ).start()
         self._emit("on_train_start")
@@ -154,7 +156,7 @@ class Trainer:
         try:
             while self.state.step < self.cfg.train.max_steps:
                 self.train_step()
-                watchdog.beat()
+                watchdog.beat(self.state.step)
                 if self.state.step == 1:
                     self.parts.after_first_step()
                 boundary = self._at_boundary()

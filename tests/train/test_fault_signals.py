@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from olmo.logbook import read_events
 from tests.distributed.launch import (
     _env,
     digest,
@@ -50,20 +51,27 @@ def test_walltime_checkpoints_and_exits_before_the_end(tmp_path: Path):
 
 
 def test_watchdog_dumps_every_rank_and_exits_86(tmp_path: Path):
-    """Rank 1 stops making progress after step 4; rank 0 waits in a collective. Both watchdogs
-    fire within their timeout and leave every thread's stack in RUN_DIR/stacks/."""
+    """Rank 1 holds the GIL after step 4 (no Python thread of it runs again); rank 0 waits in a
+    collective. Both ranks' supervisors fire within the timeout, leave every thread's stack in
+    RUN_DIR/stacks/ and a logbook crash event each, and exit 86."""
     run, timeout = tmp_path / "r", 4.0
     args = train_args(run, "--train.max_steps=50", f"--train.watchdog_timeout_s={timeout}")
-    procs = spawn_ranks(2, args, tmp_path / "logs", {"OLMO_FAULT_INJECT": "hang@step=4,rank=1"})
+    faults = {"OLMO_FAULT_INJECT": "hang_gil@step=4,rank=1"}
+    procs = spawn_ranks(2, args, tmp_path / "logs", faults)
     assert wait_all(procs, 120) == [86, 86]
     dumps = {r: (run / "stacks" / f"rank{r}.txt").read_text() for r in (0, 1)}
     for text in dumps.values():
         idle = float(re.match(r"watchdog: no step completed in ([\d.]+)s", text).group(1))
         assert timeout <= idle < timeout + 3  # logged with one decimal: 4.02 s reads "4.0"
-        assert "Thread" in text and "olmo/train/trainer.py" in text
-    assert "in _act" in dumps[1]  # the injected hang, seen from inside
+        assert "(most recent call first)" in text and "olmo/train/trainer.py" in text
+    assert "in _hold_gil" in dumps[1]  # the injected hang, seen from inside
     assert "in train_step" in dumps[0]  # waiting for rank 1 in the next step's collectives
     assert [r["step"] for r in read_records(run)] == [1, 2, 3, 4]
+    hangs = [e for e in read_events(run) if e["event"] == "crash"]
+    assert sorted((e["rank"], e["step"], e["detail"]["type"]) for e in hangs) == [
+        (0, 4, "hang"),
+        (1, 4, "hang"),
+    ]
 
 
 def test_collective_timeout_is_short_after_the_first_step(tmp_path: Path):
