@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from olmo.logbook import read_events
 from tests.distributed.launch import (
     digest,
     metric_steps,
@@ -85,6 +86,27 @@ def test_torchrun_max_restarts_kill_matrix(ref2: Path, tmp_path: Path):
     assert len((run / "attempts.jsonl").read_text().splitlines()) == 4
     assert digest(run / "checkpoints" / "step20") == digest(ref2 / "checkpoints" / "step20")
     assert _losses(run) == _losses(ref2)  # bitwise, step by step
+    # The logbook (#19): each SIGKILLed attempt is `killed` (not a crash, and not the
+    # requeue_signal that torchrun's SIGTERM to the survivor could suggest), its redone steps
+    # those logged past the checkpoint the next attempt resumed from.
+    events = read_events(run)
+    assert _ends(events) == {1: "killed", 2: "killed", 3: "killed", 4: "completed"}
+    assert _resumes(events) == {2: (0, 3), 3: (5, 5), 4: (15, 2)}
+    crashes = [e for e in events if e["event"] == "crash"]
+    assert crashes and all(e["rank"] == 0 and e["detail"]["peer_lost"] for e in crashes)
+
+
+def _ends(events: list[dict]) -> dict[int, str]:
+    return {e["attempt"]: e["detail"]["reason"] for e in events if e["event"] == "attempt_end"}
+
+
+def _resumes(events: list[dict]) -> dict[int, tuple[int, int]]:
+    """(from_step, redone_steps) of each resumed attempt."""
+    return {
+        e["attempt"]: (e["detail"]["from_step"], e["detail"]["redone_steps"])
+        for e in events
+        if e["event"] == "resume"
+    }
 
 
 def test_relaunch_kill_matrix(ref2: Path, tmp_path: Path):
@@ -143,5 +165,17 @@ def test_signals_checkpoint_requeue_and_resume_exactly(ref2: Path, tmp_path: Pat
     procs = spawn_ranks(2, args, tmp_path / "final")
     assert wait_all(procs, 120) == [0, 0]
     assert metric_steps(run) == list(range(1, 21))
+    # The logbook (#19): three requeues by signal, each resumed where it stopped, nothing redone.
+    events = read_events(run)
+    ends = {e["attempt"]: e for e in events if e["event"] == "attempt_end"}
+    assert _ends(events) == {
+        1: "requeue_signal",
+        2: "requeue_signal",
+        3: "requeue_signal",
+        4: "completed",
+    }
+    causes = [ends[a]["detail"]["cause"] for a in (1, 2, 3)]
+    assert causes == ["SIGUSR1 received", "SIGTERM received", "SIGUSR2 received"]
+    assert _resumes(events) == {a + 1: (ends[a]["step"], 0) for a in (1, 2, 3)}
     assert digest(run / "checkpoints" / "step20") == digest(ref2 / "checkpoints" / "step20")
     assert _losses(run) == _losses(ref2)

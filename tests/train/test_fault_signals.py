@@ -48,6 +48,9 @@ def test_walltime_checkpoints_and_exits_before_the_end(tmp_path: Path):
     last = recs[-1]["step"]
     assert (run / "checkpoints" / f"step{last}" / "COMMITTED.json").is_file()
     assert f"step {last}: SLURM walltime near → checkpoint and exit for requeue" in proc.stderr
+    (end,) = [e for e in read_events(run) if e["event"] == "attempt_end"]  # the logbook (#19)
+    assert end["detail"] == {"reason": "walltime", "exit_code": 75, "cause": "SLURM walltime near"}
+    assert end["step"] == last
 
 
 def test_watchdog_dumps_every_rank_and_exits_86(tmp_path: Path):
@@ -118,6 +121,12 @@ def test_nonfinite_steps_are_skipped_then_stop_with_exit_3(tmp_path: Path):
     assert digest(ck / "step7") == digest(ck / "step9")
     state = json.loads((ck / "step9" / "trainer_state.json").read_text())["train_state"]
     assert state["skipped_steps"] == [4, 5, 8, 9] and state["nonfinite_in_a_row"] == 2
+    # the logbook (#19): each skip at the flush that found it, then the streak's end
+    events = read_events(run)
+    skips = [s for e in events if e["event"] == "nonfinite_skip" for s in e["detail"]["steps"]]
+    assert skips == [4, 5, 8, 9, 10]
+    (end,) = [e for e in events if e["event"] == "attempt_end"]
+    assert end["detail"]["reason"] == "nonfinite" and end["detail"]["exit_code"] == 3
 
 
 def test_nonfinite_streak_between_log_flushes_stops_at_the_flush(tmp_path: Path):
