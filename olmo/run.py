@@ -14,8 +14,11 @@ from olmo.errors import OlmoError
 from olmo.observe import logbook_cb
 from olmo.slurm import check_restart_limit
 from olmo.train.callbacks import Callback, ConsoleProgress, MetricsWriter
+from olmo.train.drills import Drills
 from olmo.train.fault import FaultInjection, StopFlag
 from olmo.train.setup import Components, build_components
+from olmo.train.spike import SpikeGuard
+from olmo.train.straggler import StragglerMonitor
 from olmo.train.trainer import Trainer
 
 
@@ -26,6 +29,11 @@ def default_callbacks(cfg: Config, parts: Components) -> list[Callback]:
     from olmo.train.evaluate import HeldOutEval
 
     cbs: list[Callback] = []
+    # First: they add record fields (loss_spike, stragglers) that the writers below persist.
+    if cfg.train.spike.action != "off":
+        cbs.append(SpikeGuard(cfg.train.spike, parts.env.device))
+    if cfg.train.straggler.factor > 0:
+        cbs.append(StragglerMonitor(cfg.train.straggler))
     if parts.eval_data is not None:
         cbs.append(HeldOutEval(parts.eval_data, cfg.train.eval_interval, cfg.train.eval_batches))
     if cfg.eval.interval > 0:
@@ -44,7 +52,8 @@ def default_callbacks(cfg: Config, parts: Components) -> list[Callback]:
     cbs.append(lb)
     cbs.append(MetricsWriter(parts.run_dir / "metrics.jsonl"))
     faults = FaultInjection.from_env(parts.env.rank, parts.run_dir)  # $OLMO_FAULT_INJECT drills
-    return cbs if faults is None else [faults, *cbs]
+    drills = Drills.from_env(parts.env.rank, parts.run_dir)  # its spike@ and slow@ parts
+    return [d for d in (faults, drills) if d is not None] + cbs
 
 
 def run_training(cfg: Config, run_dir: Path) -> int:

@@ -90,6 +90,11 @@ def check_restart_limit(env: dict[str, str] | None = None) -> None:
         )
 
 
+EXCLUDE_STRAGGLERS_ENV = "OLMO_EXCLUDE_STRAGGLERS"
+"""`1` (set by the launchers from the profile's restart.exclude_stragglers): the trainer adds a
+straggler's node to RUN_DIR/failed_nodes.txt, which the next requeue excludes."""
+
+
 # ---- the job's end time ---------------------------------------------------------------------
 WALLTIME_ENV = "OLMO_WALLTIME_END"
 """Overrides the job's end time (Unix seconds): for tests, and for launchers that know it."""

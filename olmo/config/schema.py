@@ -57,6 +57,10 @@ class Config:
         for key in ("max_steps", "global_batch_size", "micro_batch_size", "log_interval"):
             if getattr(self.train, key) <= 0:
                 raise OlmoError(f"train.{key} must be positive, got {getattr(self.train, key)}")
+        if self.train.z_loss < 0:
+            raise OlmoError(f"train.z_loss must be >= 0, got {self.train.z_loss}")
+        self.train.spike.validate()
+        self.train.straggler.validate()
         if self.train.seed < 0:  # numpy's generators take no negative seed
             raise OlmoError(f"train.seed must be >= 0, got {self.train.seed}")
         if self.optim.lr <= 0 or len(self.optim.betas) != 2:

@@ -4,11 +4,13 @@ step's metrics record."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from olmo.eval.config import DownstreamEvalConfig
 from olmo.eval.downstream import evaluate_tasks
 from olmo.train.callbacks import Callback
+from olmo.train.evaluate import add_eval_seconds
 
 if TYPE_CHECKING:
     from olmo.train.trainer import Trainer
@@ -20,12 +22,14 @@ class DownstreamEval(Callback):
     def __init__(self, cfg: DownstreamEvalConfig, tokenizer):
         self.cfg, self.tokenizer = cfg, tokenizer
         self.results: dict[int, dict[str, float]] = {}
+        self.seconds: dict[int, float] = {}
 
     def post_step(self, trainer: Trainer, step: int) -> None:
         due = step % self.cfg.interval == 0 or step == trainer.cfg.train.max_steps
         if self.cfg.interval <= 0 or not due:
             return
         model, env = trainer.model, trainer.env
+        began = time.perf_counter()
         was_training = model.training
         model.eval()
 
@@ -48,6 +52,7 @@ class DownstreamEval(Callback):
         )
         model.train(was_training)
         self.results[step] = acc
+        self.seconds[step] = time.perf_counter() - began
         scores = " ".join(f"{k} {v:.3f}" for k, v in acc.items())
         log.info("step %d downstream (%s): %s", step, self.cfg.normalization, scores)
 
@@ -59,3 +64,4 @@ class DownstreamEval(Callback):
             rec.update({f"downstream/{task}": a for task, a in acc.items()})
             # not under downstream/: readers take every downstream/ value for an accuracy
             rec["downstream_normalization"] = self.cfg.normalization
+            add_eval_seconds(rec, self.seconds.pop(rec["step"]))

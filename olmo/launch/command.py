@@ -6,6 +6,7 @@ import dataclasses
 
 from olmo.launch.profile import Profile
 from olmo.launch.shellsafe import Expand, shell_join, shell_word
+from olmo.slurm import EXCLUDE_STRAGGLERS_ENV
 
 __all__ = ["Expand", "shell_join", "shell_word"]
 
@@ -43,6 +44,8 @@ def task_env(prof: Profile) -> dict[str, str]:
         # Read by the image's entrypoint, which puts them before the image's own dirs.
         env["OLMO_HOST_LD_LIBRARY_PATH"] = Expand(":".join(prof.container.host_libs))
     env["OLMO_MAX_RESTARTS"] = str(prof.restart.max_restarts)
+    if prof.restart.exclude_stragglers:
+        env[EXCLUDE_STRAGGLERS_ENV] = "1"
     return env
 
 

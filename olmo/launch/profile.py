@@ -102,6 +102,9 @@ class RestartSection:
     """Stop after this many restarts of one job (SLURM_RESTART_COUNT), to end crash loops."""
     requeue_on_crash: bool = True
     """Requeue after a crash (not after bad input, exit 2); node failures always requeue."""
+    exclude_stragglers: bool = False
+    """A node the trainer names a straggler (train.straggler.*) goes into RUN_DIR/failed_nodes.txt
+    and is excluded at the next requeue, like a failed node."""
 
 
 TRANSPORTS = ("ofi", "ib", "sockets", "any")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from olmo.model.config import ModelConfig
-from olmo.model.head import linear_cross_entropy
+from olmo.model.head import HeadLoss, linear_cross_entropy
 
 
 class LayerNorm(nn.Module):
@@ -176,13 +176,15 @@ class Transformer(nn.Module):
         labels: torch.Tensor | None = None,
         *,
         return_hidden: bool = False,
-    ) -> torch.Tensor:
+        z_loss: float | None = None,
+    ) -> torch.Tensor | HeadLoss:
         """input_ids [batch, seq] → logits [batch, seq, padded_vocab].
 
         With `labels` [batch, seq]: the summed next-token cross-entropy (fp32 scalar) through the
         fused chunked head (olmo.model.head), so the full logits never exist. With
         `return_hidden`: the final-norm hidden states [batch, seq, d_model]. Both stay inside
-        forward so that FSDP has the head weight gathered.
+        forward so that FSDP has the head weight gathered. With labels and a `z_loss`
+        coefficient: a HeadLoss (total to differentiate, cross-entropy and z-loss apart).
         """
         if input_ids.shape[-1] > self.cfg.max_seq_len:
             raise ValueError(
@@ -195,7 +197,9 @@ class Transformer(nn.Module):
         if return_hidden:
             return h
         if labels is not None:
-            return linear_cross_entropy(h, self.output_weight, labels, self.cfg.loss_chunk_tokens)
+            return linear_cross_entropy(
+                h, self.output_weight, labels, self.cfg.loss_chunk_tokens, z_loss
+            )
         return F.linear(h, self.output_weight)
 
     @staticmethod

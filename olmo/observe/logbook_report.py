@@ -42,11 +42,14 @@ class Attempt:
 
     number: int
     start: float
-    """attempt_start's time (else the attempt's earliest event or step record)."""
+    """When its process began (a resume's time less its seconds_to_first_step), else
+    attempt_start's time, else the attempt's earliest event or step record."""
     end: float
     """attempt_end's time; for a killed or unfinished attempt, its last sign of life."""
     reason: str | None = None
     """attempt_end.detail.reason (None: no attempt_end yet)."""
+    end_is_exact: bool = True
+    """False for a `killed` end without `detail.inferred` (booked when found, not when it died)."""
     productive_s: float = 0.0
     lost_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOST_CAUSES, 0.0))
 
@@ -120,6 +123,11 @@ def _attempts(events: list[dict[str, Any]], steps: list[dict[str, Any]]) -> dict
             a.start = ev["time"]
         elif ev["event"] == "attempt_end":
             a.reason, a.end = ev["detail"].get("reason"), ev["time"]
+            a.end_is_exact = a.reason != "killed" or bool(ev["detail"].get("inferred"))
+    for ev in events:  # the process began before it could book attempt_start (imports, setup)
+        a = out.get(ev.get("attempt"))  # type: ignore[arg-type]
+        if a is not None and ev["event"] == "resume" and "seconds_to_first_step" in ev["detail"]:
+            a.start = min(a.start, ev["time"] - _num(ev["detail"], "seconds_to_first_step"))
     return out
 
 
@@ -168,16 +176,27 @@ def _redone(
             prev = attempts[before[-1]]
             prev.lost_s["redone_steps"] += _num(ev["detail"], "redone_steps") * median[prev.number]
     for i, a in enumerate(attempts[n] for n in numbers):
-        nxt = attempts[numbers[i + 1]].start if i + 1 < len(numbers) else None
-        alive = _last_alive(a, events, steps) + a.lost_s["redone_steps"]
-        inferred = a.reason == "killed" or (nxt is not None and a.end > nxt)
-        if a.reason is None or inferred:  # killed: written at the next start, not when it died
-            a.end = max(a.start, min(alive, nxt) if nxt is not None else alive)
-        if a.reason == "hang":
-            a.lost_s["hangs"] = max(0.0, a.end - alive)
-        a.productive_s = max(0.0, a.productive_s)
-        named = a.productive_s + sum(v for k, v in a.lost_s.items() if k != "other")
-        a.lost_s["other"] = max(0.0, a.wall_s - named)
+        _settle(a, attempts[numbers[i + 1]].start if i + 1 < len(numbers) else None, events, steps)
+
+
+def _settle(a: Attempt, nxt: float | None, events: list[dict], steps: list[dict]) -> None:
+    """An attempt's end (estimated where it is not known), hang time and unexplained rest."""
+    progress = _last_alive(a, events, steps)
+    alive = progress + a.lost_s["redone_steps"]  # the redone steps ran after its last kept one
+    # No end yet, or one booked when found rather than when it happened: estimate it.
+    if a.reason is None or (nxt is not None and a.end > nxt) or not a.end_is_exact:
+        a.end = max(a.start, min(alive, nxt) if nxt is not None else alive)
+    elif a.reason == "killed":  # inferred at the next start: the end is its last step's time
+        a.lost_s["redone_steps"] = max(0.0, a.end - progress) if a.lost_s["redone_steps"] else 0.0
+    if a.reason == "hang":
+        a.lost_s["hangs"] = max(0.0, a.end - alive)
+    a.productive_s = max(0.0, a.productive_s)
+    excess = a.productive_s + sum(v for k, v in a.lost_s.items() if k != "other") - a.wall_s
+    for cause in ("redone_steps", "startup"):  # estimates: capped by what the wall time leaves
+        cut = min(max(excess, 0.0), a.lost_s[cause])
+        a.lost_s[cause] -= cut
+        excess -= cut
+    a.lost_s["other"] = max(0.0, -excess)
 
 
 def _last_alive(a: Attempt, events: list[dict], steps: list[dict]) -> float:
@@ -186,7 +205,7 @@ def _last_alive(a: Attempt, events: list[dict], steps: list[dict]) -> float:
     times = [a.start] + [r["time"] for r in steps if r["attempt"] == a.number]
     for ev in events:
         if ev.get("attempt") == a.number and ev["event"] not in _POSTMORTEM:
-            times.append(ev["time"] + _num(ev["detail"], "blocking_s"))
+            times.append(ev["time"])
     return max(times)
 
 
@@ -262,7 +281,7 @@ def _attempt_json(a: Attempt) -> dict[str, Any]:
 
 
 # ---- the text ------------------------------------------------------------------------------------
-def _clock(t: float, fmt: str = "%H:%M:%S") -> str:
+def utc(t: float, fmt: str = "%H:%M:%S") -> str:
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime(fmt)
 
 
@@ -275,12 +294,16 @@ def _value(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "…"
 
 
+def details_text(ev: dict[str, Any]) -> str:
+    """An event's details as `key=value ...` (long values cut)."""
+    return " ".join(f"{k}={_value(v)}" for k, v in sorted(ev["detail"].items()))
+
+
 def event_line(ev: dict[str, Any]) -> str:
     """One timeline line: UTC time, step, host/rank, event, its details as key=value."""
     step = "-" if ev.get("step") is None else str(ev["step"])
     where = str(ev.get("host") or "?") + ("" if ev.get("rank") is None else f"/r{ev['rank']}")
-    details = " ".join(f"{k}={_value(v)}" for k, v in sorted(ev["detail"].items()))
-    return f"  {_clock(ev['time'])}  step {step:>7}  {where:<16} {ev['event']:<15} {details}"
+    return f"  {utc(ev['time'])}  step {step:>7}  {where:<16} {ev['event']:<15} {details_text(ev)}"
 
 
 def _dur(s: float | None) -> str:
@@ -298,7 +321,7 @@ def render(s: dict[str, Any]) -> str:
     for number in sorted(groups, key=lambda n: (n is None, n or 0)):
         evs = groups[number]
         head = "not attempts" if number is None else f"attempt {number}"
-        lines += [f"{head} ({_clock(evs[0]['time'], '%Y-%m-%d')} UTC)"]
+        lines += [f"{head} ({utc(evs[0]['time'], '%Y-%m-%d')} UTC)"]
         lines += [event_line(ev) for ev in evs]
     good = "n/a" if s["goodput"] is None else f"{100 * s['goodput']:.1f}%"
     lost = ", ".join(f"{k.replace('_', ' ')} {_dur(v)}" for k, v in s["lost_s"].items() if v)

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from olmo.observe.rundata import RunData, is_number
 
 _RESTART = {"color": "tab:red", "linestyle": "--", "linewidth": 1.0, "alpha": 0.7}
+_INCIDENT = {"color": "tab:purple", "linestyle": ":", "linewidth": 1.0, "alpha": 0.8}
 
 
 def _figure(rows: int = 1) -> tuple[Figure, list[Any]]:
@@ -116,8 +117,28 @@ def timeline_points(run: RunData) -> tuple[float, dict[int, list[tuple[float, in
     return t0, points
 
 
-def plot_timeline(run: RunData, out: Path) -> Path:
-    """Steps and loss against wall-clock time, each attempt its own segment, restarts marked."""
+def incident_marks(t0: float, incidents: list[dict[str, Any]]) -> list[tuple[float, str]]:
+    """(seconds since t0, label) of each logbook incident, as marked on the timeline."""
+    marks = []
+    for ev in incidents:
+        why = ev["detail"].get("reason") or ev["detail"].get("type")
+        marks.append((ev["time"] - t0, ev["event"] + (f": {why}" if why else "")))
+    return marks
+
+
+def _mark_incidents(axes: list[Any], marks: list[tuple[float, str]], scale: float) -> None:
+    for i, (t, label) in enumerate(marks):
+        for a in axes:
+            a.axvline(t / scale, **_INCIDENT, label="incident" if i == 0 and a is axes[0] else None)
+        axes[0].annotate(label, (t / scale, 0), xycoords=("data", "axes fraction"), rotation=90,
+                         xytext=(2, 3), textcoords="offset points", fontsize=6, color="tab:purple")  # fmt: skip
+
+
+def plot_timeline(
+    run: RunData, out: Path, incidents: list[dict[str, Any]] | None = None, title: str = ""
+) -> Path:
+    """Steps and loss against wall-clock time, each attempt its own segment, restarts marked,
+    and the logbook's incidents (`incidents`: its events) as dotted lines with their names."""
     t0, points = timeline_points(run)
     starts = run.start_times()
     span = max((t for pts in points.values() for t, _, _ in pts), default=0.0)
@@ -130,7 +151,8 @@ def plot_timeline(run: RunData, out: Path) -> Path:
     for i, s in enumerate(starts[1:]):
         for a in (ax, ax2):
             a.axvline((s - t0) / scale, **_RESTART, label="restart" if i == 0 and a is ax else None)
-    ax.set(ylabel="step", title="Progress over time (segments = attempts)")
+    _mark_incidents([ax, ax2], incident_marks(t0, incidents or []), scale)
+    ax.set(ylabel="step", title="Progress over time (segments = attempts)" + title)
     ax.legend(fontsize=7)
     ax2.set(xlabel=f"wall-clock time since the first start ({unit})", ylabel="train loss")
     return _save(fig, out / "timeline.png")

@@ -9,7 +9,8 @@ from typing import Any
 
 from olmo.fsutil import atomic_write_json, atomic_write_text
 from olmo.inputs import check_output
-from olmo.observe import plots
+from olmo.logbook import LOGBOOK
+from olmo.observe import logbook_report, plots
 from olmo.observe.mfu import flops_per_token, mfu, model_config, peak_flops
 from olmo.observe.rundata import RunData, is_number, load_run
 
@@ -79,7 +80,28 @@ def summarize(run: RunData) -> dict[str, Any]:
         "peak_flops_per_device": peak,
         "mfu": mfu(med_tps, fpt, world_size(run), peak) if med_tps and fpt else None,
         "skipped_lines": run.skipped_lines,
+        **_logbook(run),
     }
+
+
+def _logbook(run: RunData) -> dict[str, Any]:
+    """goodput, the logbook's totals and its incidents (empty without a logbook)."""
+    if not (run.run_dir / LOGBOOK).is_file():
+        return {"goodput": None, "logbook": None, "incidents": []}
+    book = logbook_report.summarize(run.run_dir)
+    events = book.pop("events")
+    return {"goodput": book["goodput"], "logbook": book, "incidents": incidents(events)}
+
+
+def incidents(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events worth a mark: failures, refusals, spikes... and attempts that did not complete."""
+    marked = [
+        e
+        for e in events
+        if e["event"] in logbook_report.INCIDENTS
+        or (e["event"] == "attempt_end" and e["detail"].get("reason") != "completed")
+    ]
+    return sorted(marked, key=lambda e: e["time"])
 
 
 def _last_downstream(recs: list[dict[str, Any]]) -> dict[str, float]:
@@ -122,6 +144,7 @@ def render_markdown(run: RunData, s: dict[str, Any], images: list[Path]) -> str:
         ("tokens", _num(s["tokens"], ",")),
         ("wall time", f"{_duration(s['wall_time_s'])} (first start to last record)"),
         ("restarts", f"{s['restarts']} ({s['attempts']} attempts)"),
+        ("goodput", _goodput_text(s)),
         ("energy", energy),
         ("final train loss", _num(s["final_train_loss"], ".4f") + f" (step {s['steps']})"),
         ("final eval loss", ev),
@@ -139,10 +162,36 @@ def render_markdown(run: RunData, s: dict[str, Any], images: list[Path]) -> str:
     lines += ["", "## Attempts", "", "| attempt | started (UTC) | host | ranks | first step | last step |",
               "|---|---|---|---|---|---|"]  # fmt: skip
     lines += _attempt_rows(run)
+    lines += _incident_rows(s["incidents"])
     if s["skipped_lines"]:
         lines += ["", f"{s['skipped_lines']} incomplete line(s) of metrics.jsonl skipped."]
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in images]
     return "\n".join(lines) + "\n"
+
+
+def _goodput_text(s: dict[str, Any]) -> str:
+    book = s["logbook"]
+    if book is None or s["goodput"] is None:
+        return "n/a (no logbook.jsonl)" if book is None else "n/a"
+    return (
+        f"{100 * s['goodput']:.1f}% (kept steps {_duration(book['productive_s'])} of "
+        f"{_duration(book['wall_s'])} in attempts; queue {_duration(book['queue_s'])}; "
+        "`olmo logbook` for the causes)"
+    )
+
+
+def _incident_rows(events: list[dict[str, Any]]) -> list[str]:
+    if not events:
+        return []
+    rows = ["", "## Incidents (logbook.jsonl)", "",
+            "| time (UTC) | attempt | step | host | event | details |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for e in events:
+        when = logbook_report.utc(e["time"], "%Y-%m-%d %H:%M:%S")
+        details = logbook_report.details_text(e).replace("|", "/")
+        step = "-" if e.get("step") is None else e["step"]
+        attempt = "-" if e.get("attempt") is None else e["attempt"]
+        rows.append(f"| {when} | {attempt} | {step} | {e.get('host')} | {e['event']} | {details} |")
+    return rows
 
 
 def _attempt_rows(run: RunData) -> list[str]:
@@ -179,12 +228,16 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> dict[str
     ]
     images = [plots.plot_loss(run, out), plots.plot_lr(run, out),
               plots.plot_throughput(run, per_step, out), plots.plot_energy(run, out),
-              plots.plot_timeline(run, out)]  # fmt: skip
+              plots.plot_timeline(run, out, s["incidents"], _goodput_title(s))]  # fmt: skip
     images = [p for p in images if p is not None]
     s["plots"] = [p.name for p in images]
     atomic_write_text(out / "summary.md", render_markdown(run, s, images))
     atomic_write_json(out / "summary.json", s)
     return s
+
+
+def _goodput_title(s: dict[str, Any]) -> str:
+    return "" if s["goodput"] is None else f"; goodput {100 * s['goodput']:.1f}%"
 
 
 def _main(args) -> int:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from olmo.errors import OlmoError
 from olmo.fsutil import atomic_write_text
+from olmo.logbook import LOGBOOK
 from olmo.observe.config import WandbConfig
 from olmo.observe.scrub import scrub
 from olmo.slurm import REQUEUE_EXIT_CODE
@@ -95,6 +96,65 @@ def flatten_numbers(obj: Any, prefix: str) -> dict[str, float]:
     return {}
 
 
+def logbook_row(event: dict[str, Any], step: int) -> dict[str, Any]:
+    """A logbook event as a wandb row: `logbook/EVENT` = 1 (a mark at the step it happened, or
+    the current step) and its numeric details as `logbook/EVENT/KEY`."""
+    name = f"logbook/{event['event']}"
+    row: dict[str, Any] = {STEP_KEY: step if event.get("step") is None else event["step"]}
+    return row | {name: 1} | flatten_numbers(event.get("detail"), name)
+
+
+class LogbookTail:
+    """The logbook lines appended since the last read (whoever wrote them: this process, the
+    batch script, a launcher), from where this attempt began: its own events, events at or
+    after its start, and the end the previous attempt could not book itself."""
+
+    def __init__(self, run_dir: Path, attempt: int):
+        self.path, self.attempt, self.offset = Path(run_dir) / LOGBOOK, attempt, 0
+        self.since: float | None = None
+
+    def new_events(self) -> list[dict[str, Any]]:
+        try:
+            if self.path.stat().st_size <= self.offset:
+                return []
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return []
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
+        self.offset += len(complete)
+        events = []
+        for raw in complete.splitlines():
+            try:
+                ev = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(ev, dict) and isinstance(ev.get("detail"), dict) and self._mine(ev):
+                events.append(ev)
+        return events
+
+    def _mine(self, ev: dict[str, Any]) -> bool:
+        if ev.get("attempt") == self.attempt and ev.get("event") == "attempt_start":
+            self.since = ev.get("time")
+        if self.since is None:  # first read: the file up to this attempt's start is history
+            inferred = ev["detail"].get("inferred") and ev.get("attempt") == self.attempt - 1
+            return bool(inferred) or ev.get("attempt") == self.attempt
+        return True
+
+
+def _goodput(run_dir: Path) -> dict[str, Any]:
+    """The logbook's totals so far (this attempt not yet ended) for the run summary."""
+    from olmo.observe.logbook_report import summarize
+
+    try:
+        s = summarize(run_dir)
+    except Exception as e:  # no logbook (older kit) or a damaged one: the run goes on
+        log.info("no goodput for wandb: %s", e)
+        return {}
+    return {"goodput": s["goodput"], **flatten_numbers(s["lost_s"], "lost_s")}
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -109,6 +169,7 @@ class WandbLogger(Callback):
         self.cfg, self.run_dir, self.config, self.attempt = cfg, Path(run_dir), config, attempt
         self.mode = resolve_mode(cfg.mode)
         self.run = None
+        self.logbook = LogbookTail(self.run_dir, attempt)
         if self.mode != "disabled" and not _wandb_installed():
             if cfg.mode != "auto":
                 raise OlmoError(
@@ -160,7 +221,22 @@ class WandbLogger(Callback):
             )
             self.run = None
 
+    def on_step_end(self, trainer: Trainer, step: int) -> None:
+        self._log_events(step)
+
+    def _log_events(self, step: int) -> None:
+        """The logbook's new events as rows, as they happen (checked once per step: a stat)."""
+        if self.run is None:
+            return
+        try:
+            for ev in self.logbook.new_events():
+                self.run.log(logbook_row(ev, step))
+        except Exception as e:  # wandb's service died: keep training, stop logging
+            log.warning("wandb log failed (%s); not logging to wandb for this attempt", e)
+            self.run = None
+
     def on_train_end(self, trainer: Trainer, status: str) -> None:
+        self._log_events(trainer.state.step)
         if self.run is None:
             return
         energy = _read_json(self.run_dir / "energy.json")
@@ -169,6 +245,7 @@ class WandbLogger(Callback):
                 "status": status,
                 "final_step": trainer.state.step,
                 **flatten_numbers((energy or {}).get("totals"), "energy_total"),
+                **_goodput(self.run_dir),
             }
         )
         if status == "requeue":

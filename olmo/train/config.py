@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from olmo.errors import OlmoError
+from olmo.train.spike import SpikeConfig
+from olmo.train.straggler import StragglerConfig
 
 
 @dataclass
@@ -83,6 +85,13 @@ class TrainerConfig:
     """Under SLURM, checkpoint and exit for requeue this long before the job's end time."""
     progress: Literal["auto", "bar", "lines"] = "auto"
     """Console output: a progress bar on a TTY, plain log lines otherwise (SLURM logs)."""
+    z_loss: float = 0.0
+    """z-loss coefficient: adds z_loss · mean(logsumexp(logits)²) to the differentiated loss
+    (OLMo 2: 1e-5); logged apart as `z_loss`, `loss` stays the cross-entropy. 0 = off."""
+    spike: SpikeConfig = field(default_factory=SpikeConfig)
+    """Loss-spike detection and response (log, skip the update, roll back)."""
+    straggler: StragglerConfig = field(default_factory=StragglerConfig)
+    """Slow-node detection from each rank's step time."""
     allow_change: list[str] | str = field(default_factory=list)
     """Keys (or sections: `optim`) that may differ from the resumed checkpoint's config in keys
     that change the numbers; `--train.allow_change=optim.lr,optim.name`. Each change is recorded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,15 +50,24 @@ def heldout_loss(trainer: Trainer, data: InstanceRange, batches: int) -> float:
     return (total[0] / total[1]).item()
 
 
+def add_eval_seconds(record: dict[str, Any], seconds: float) -> None:
+    """Book evaluation time in the step's record (`eval_s`, summed over the evals of a step):
+    time the step boundary spent not training (`olmo logbook` counts it as lost)."""
+    record["eval_s"] = round(record.get("eval_s", 0.0) + seconds, 4)
+
+
 class HeldOutEval(Callback):
     def __init__(self, data: InstanceRange, interval: int, batches: int):
         self.data, self.interval, self.batches = data, interval, batches
         self.results: dict[int, float] = {}
+        self.seconds: dict[int, float] = {}
 
     def post_step(self, trainer: Trainer, step: int) -> None:
         due = self.interval > 0 and step % self.interval == 0
         if due or step == trainer.cfg.train.max_steps:
-            self.results[step] = heldout_loss(trainer, self.data, self.batches)
+            began = time.perf_counter()
+            self.results[step] = heldout_loss(trainer, self.data, self.batches)  # syncs the host
+            self.seconds[step] = time.perf_counter() - began
 
     def on_metrics(self, trainer: Trainer, records: list[dict[str, Any]]) -> None:
         for rec in records:
@@ -65,3 +75,4 @@ class HeldOutEval(Callback):
                 loss = self.results.pop(rec["step"])
                 rec["eval_loss"] = loss
                 rec["eval_ppl"] = math.exp(min(loss, 50.0))
+                add_eval_seconds(rec, self.seconds.pop(rec["step"]))

@@ -29,9 +29,14 @@ def forward_backward(
     micro_batch_size: int,
     scale: float,
     autocast: Callable[[], contextlib.AbstractContextManager],
+    z_loss: float = 0.0,
+    z_sum: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Accumulate gradients of `scale` × summed token loss over micro-batches of `batch`
-    (instances of inputs + 1 targets); returns this rank's summed token loss."""
+    (instances of inputs + 1 targets); returns this rank's summed token cross-entropy.
+
+    With a `z_loss` coefficient the gradients include it and its summed value is added to
+    `z_sum` (a device scalar), apart from the returned cross-entropy."""
     micro = batch.split(micro_batch_size)
     total = torch.zeros((), device=batch.device)
     fsdp = hasattr(model, "set_requires_gradient_sync")
@@ -40,9 +45,18 @@ def forward_backward(
             model.set_requires_gradient_sync(i == len(micro) - 1)
         with autocast():
             # Summed token loss through the fused chunked head: no full logits tensor.
-            loss = model(mb[:, :-1], labels=mb[:, 1:])
+            if z_loss:
+                out = model(mb[:, :-1], labels=mb[:, 1:], z_loss=z_loss)
+                loss = out.total
+            else:
+                loss = model(mb[:, :-1], labels=mb[:, 1:])
         (loss * scale).backward()
-        total += loss.detach()
+        if z_loss:
+            total += out.cross_entropy
+            if z_sum is not None:
+                z_sum += out.z_loss
+        else:
+            total += loss.detach()
     return total
 
 
@@ -54,13 +68,22 @@ def clip_gradients(model: torch.nn.Module, max_norm: float) -> torch.Tensor:
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
-def optimizer_step(optim: torch.optim.Optimizer, grad_norm: torch.Tensor, fused: bool) -> None:
-    """Update unless the (global) gradient norm is non-finite; the loop books skips at flush."""
+def optimizer_step(
+    optim: torch.optim.Optimizer,
+    grad_norm: torch.Tensor,
+    fused: bool,
+    skip: torch.Tensor | None = None,
+) -> None:
+    """Update unless the (global) gradient norm is non-finite or `skip` (a device bool, e.g. a
+    loss spike) is true; the loop books skips at flush."""
+    drop = ~torch.isfinite(grad_norm)
+    if skip is not None:
+        drop = drop | skip
     if fused:
         # Fused AdamW skips the update (and its step count) on the device when found_inf is
         # set, so no step waits for the norm to reach the host.
-        optim.found_inf = (~torch.isfinite(grad_norm)).float()
+        optim.found_inf = drop.float()
         optim.step()
-    elif torch.isfinite(grad_norm):  # foreach AdamW: one host sync per step
+    elif not drop:  # foreach AdamW: one host sync per step
         optim.step()
     optim.zero_grad(set_to_none=True)

@@ -32,6 +32,7 @@ from olmo.train.fault import (
 )
 from olmo.train.optim import learning_rate, set_lr
 from olmo.train.setup import Components
+from olmo.train.spike import RollbackRequest, roll_back
 from olmo.train.step import (
     clip_gradients,
     forward_backward,
@@ -54,6 +55,8 @@ class TrainState:
     tokens_seen: int = 0
     nonfinite_in_a_row: int = 0
     skipped_steps: list[int] = field(default_factory=list)
+    lr_scale: float = 1.0
+    """Factor on the scheduled learning rate (train.spike.lr_scale after each rollback)."""
     lr: float | None = None
     """The learning rate of the last step (an anneal from this checkpoint starts there)."""
     anneal_start: list[float] | None = None
@@ -79,6 +82,8 @@ class _Pending:
     tokens_seen: int = 0
     source_counts: dict[str, int] | None = None
     """`{source name: instances}` of the global batch (data.sources mixtures only)."""
+    z_sum: torch.Tensor | None = None
+    """This rank's summed z-loss (train.z_loss > 0 only)."""
 
 
 @dataclass
@@ -127,6 +132,12 @@ class Trainer:
         self.loss_scale = loss_scale(self.env.world_size, self.gbs, self.seq_len)
         self.loss_sum: torch.Tensor | None = None
         """The current step's summed loss (device tensor) between backward and the update."""
+        self.batch_plan: BatchPlan | None = None
+        """The current step's batch plan (from before forward to the next step)."""
+        self.skip_update: torch.Tensor | None = None
+        """Set by a pre_optim_step hook: a device bool that drops this step's update if true."""
+        self.rollback_request: RollbackRequest | None = None
+        """A loss spike's rollback, done at this step's boundary (olmo.train.spike)."""
         self.checkpointer.on_written = lambda step: self._emit("on_shards_written", step)
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -160,6 +171,10 @@ class Trainer:
                 if self.state.step == 1:
                     self.parts.after_first_step()
                 boundary = self._at_boundary()
+                if self.rollback_request is not None:
+                    roll_back(self, self.rollback_request)
+                    self.rollback_request = None
+                    continue
                 if boundary.stop and self.state.step < self.cfg.train.max_steps:
                     status, self.stop_reason = "requeue", boundary.reason
                     break
@@ -212,28 +227,36 @@ class Trainer:
         self._emit("pre_step", step)
         sched, max_steps = self.cfg.scheduler, self.cfg.train.max_steps
         lr = learning_rate(step, self.cfg.optim.lr, sched, max_steps, self.state.anneal_start)
+        lr *= self.state.lr_scale  # lowered by loss-spike rollbacks (train.spike.lr_scale)
         self.state.lr = lr
         set_lr(self.optim, lr)
         plan, batch = next(self._batches)
         if plan.step != step - 1:
             raise RuntimeError(f"data loader out of sync: batch {plan.step} for step {step}")
         batch_hash = batch_hash_of(self.loader.indices(plan))
+        self.batch_plan = plan
         batch = batch.to(self.env.device, non_blocking=True)
         micro = self.cfg.train.micro_batch_size
         # The batch size may change (train.batch_size_schedule): the loss is the mean over
         # this step's own predicted tokens.
         scale = loss_scale(self.env.world_size, plan.size, self.seq_len)
-        self.loss_sum = forward_backward(self.model, batch, micro, scale, self.parts.autocast)
+        z_coef = self.cfg.train.z_loss
+        z_sum = torch.zeros((), device=self.env.device) if z_coef else None
+        self.loss_sum = forward_backward(
+            self.model, batch, micro, scale, self.parts.autocast, z_coef, z_sum
+        )
         self._emit("pre_optim_step", step)
         loss_sum, self.loss_sum = self.loss_sum, None
         grad_norm = clip_gradients(self.model, self.cfg.optim.grad_clip)
         fused = bool(self.optim.defaults.get("fused"))  # SGD is never fused (see optim.py)
-        optimizer_step(self.optim, grad_norm, fused)
+        optimizer_step(self.optim, grad_norm, fused, self.skip_update)
+        self.skip_update = None
         self.state.step = step
         self.state.tokens_seen += plan.size * self.seq_len
         pending = _Pending(step, loss_sum, grad_norm, lr, batch_hash, time.time(), plan)
         pending.tokens_seen = self.state.tokens_seen
         pending.source_counts = self.loader.source_counts(plan)
+        pending.z_sum = z_sum
         self._pending.append(pending)
         self._emit("post_step", step)
 
@@ -326,10 +349,22 @@ class Trainer:
             }
             for p, loss, gn in zip(self._pending, losses, norms, strict=True)
         ]
+        if self._pending[0].z_sum is not None:
+            z = torch.stack([p.z_sum for p in self._pending]).float()
+            if self.env.world_size > 1:
+                dist.all_reduce(z)
+            for rec, z_loss in zip(records, (z / torch.tensor(per_step)).tolist(), strict=True):
+                rec["z_loss"] = z_loss
         steps = [p.step for p in self._pending]
         self._pending.clear()
         self._emit("on_metrics", records)
         self._count_nonfinite(steps, norms)
+
+    def request_rollback(self, request: RollbackRequest) -> None:
+        """Roll back at this step's boundary; the first request of a boundary wins (every rank
+        asks alike: spikes are detected in all-reduced losses)."""
+        if self.rollback_request is None:
+            self.rollback_request = request
 
     def _emit(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:

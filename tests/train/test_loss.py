@@ -101,3 +101,29 @@ def test_second_backward_is_refused():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="only once"):
         loss.backward()
+
+
+@pytest.mark.parametrize("chunk", [5, N])
+def test_z_loss_gradient_equals_autograd_of_the_reference_formula(chunk):
+    """OLMo 2's z-loss, z·mean(logsumexp(logits)²), on top of the mean cross-entropy: the fused
+    head's precomputed gradients equal autograd's; the logged parts stay apart."""
+    z = 0.05  # large enough that a wrong z-gradient exceeds the tolerance (OLMo 2 uses 1e-5)
+    h, w, y = _inputs(2)
+
+    def reference(h, w, y):
+        logits = F.linear(h, w).float()
+        return F.cross_entropy(logits, y) + z * torch.logsumexp(logits, -1).square().mean()
+
+    ref = _grads(reference, h, w, y, scale=1.0)
+    out = linear_cross_entropy(h, w, y, chunk_tokens=chunk, z_loss=z)
+    h.grad = w.grad = None
+    (out.total / N).backward()
+    torch.testing.assert_close(out.total.detach() / N, ref[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h.grad, ref[1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(w.grad, ref[2], rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        logits = F.linear(h, w)
+        torch.testing.assert_close(out.cross_entropy, _reference(h, w, y), rtol=1e-6, atol=1e-5)
+        lse2 = torch.logsumexp(logits, -1).square().sum()
+        torch.testing.assert_close(out.z_loss, z * lse2, rtol=1e-6, atol=1e-6)
+    assert not out.cross_entropy.requires_grad and not out.z_loss.requires_grad
