@@ -94,6 +94,10 @@ class Checkpointer:
         self.on_written: Callable[[int], None] | None = None
         """Called on every rank with the step once its shards are written, before the commit
         (the trainer's fault injection kills a rank here in tests)."""
+        self.on_point: Callable[[str, int], None] | None = None
+        """Called on rank 0 inside the commit of a step: ("renamed", step) once `stepN` is in
+        place, before `latest` moves; ("deleting", step) before each old checkpoint keep_last
+        removes (fault injection kills here in tests)."""
 
     # ---- saving -------------------------------------------------------------------------
     def save(
@@ -173,11 +177,17 @@ class Checkpointer:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        self._at_point("renamed", step)
         self._point_latest(final)
         for _, old in committed_steps(self.root)[max(1, self.cfg.keep_last) :]:
             if old != final:  # after a roll-back to an older step, newer ones may exist
+                self._at_point("deleting", step)
                 shutil.rmtree(old, ignore_errors=True)
         log.info("checkpoint step %d committed: %s", step, final)
+
+    def _at_point(self, point: str, step: int) -> None:
+        if self.on_point is not None:
+            self.on_point(point, step)
 
     def _point_latest(self, target: Path) -> None:
         link = self.root / ".latest.tmp"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from olmo.checkpoint.layout import step_dir, tmp_step_dir
 from olmo.errors import OlmoError
 from olmo.slurm import (  # noqa: F401  (re-exported: the loop's SLURM facts)
     REQUEUE_EXIT_CODE,
@@ -65,14 +66,27 @@ class StopFlag:
 # ---- fault injection (tests) -------------------------------------------------------------
 FAULT_ENV = "OLMO_FAULT_INJECT"
 """Test-only: `ACTION@WHEN[,rank=R][;...]`, e.g. `kill@step=7,rank=1;kill@save=10;hang@step=5;
-nan@step=4-8;crash@step=6`. kill = SIGKILL itself after step N's boundary (metrics flushed,
-checkpoint done) or, with save=N, after writing step N's checkpoint shards but before the commit;
+nan@step=4-8;crash@step=6;kill@shard=6,rank=1;kill@renamed=9;kill@deleting=9`.
+kill = SIGKILL itself at a point of step N:
+  step=N      after step N's boundary (metrics flushed, checkpoint saved or handed to the async
+              writer);
+  shard=N     while this rank's DCP shard of step N is written (a thread started before the save
+              kills the process once `.stepN.tmp/__R_0.distcp` has bytes);
+  save=N      after this rank's shards of step N are written, before the commit;
+  renamed=N   after `.stepN.tmp` is renamed to `stepN` (committed), before `latest` moves;
+  deleting=N  in step N's commit, after `latest` moved, before keep_last removes an old one.
+renamed and deleting are points of rank 0's commit (the only rank that commits).
 hang = stop making progress after step N (asleep, the GIL released); hang_gil = the same in a C
 loop that holds the GIL (no Python thread runs again); crash = raise an exception there;
 nan = non-finite gradients and loss at step(s) N[-M]. Without rank= every rank acts. kill,
 hang, hang_gil and crash fire once per run dir (a marker file remembers them), so the
 restarted run gets past the step."""
-_FAULT_RE = re.compile(r"^(kill|hang_gil|hang|nan|crash)@(step|save)=(\d+)(?:-(\d+))?(?:,rank=(\d+))?$")
+_FAULT_RE = re.compile(
+    r"^(kill|hang_gil|hang|nan|crash)@(step|save|shard|renamed|deleting)=(\d+)"
+    r"(?:-(\d+))?(?:,rank=(\d+))?$"
+)
+_SHARD_POLL_S = 0.0005
+"""How often the shard=N watcher looks at the shard file (a small shard is written in ms)."""
 
 
 @dataclass(frozen=True)
@@ -91,10 +105,11 @@ def parse_faults(text: str) -> list[Fault]:
         if is_drill(part):  # spike@/slow@: acted out by olmo.train.drills
             continue
         m = _FAULT_RE.match(part)
-        if not m or (m.group(1) in ("nan", "crash") and m.group(2) == "save"):
+        if not m or (m.group(1) != "kill" and m.group(2) != "step"):
             raise OlmoError(
                 f"{FAULT_ENV}: cannot parse '{part}'; expected e.g. kill@step=7,rank=1, "
-                "kill@save=10, hang@step=5, crash@step=6 or nan@step=4-8"
+                "kill@save=10, kill@shard=10, kill@renamed=10, kill@deleting=10, hang@step=5, "
+                "crash@step=6 or nan@step=4-8"
             )
         action, where, first, last, rank = m.groups()
         last = last or first
@@ -123,11 +138,13 @@ class FaultInjection(Callback):
                 return f
         return None
 
+    def _marker(self, fault: Fault) -> Path:
+        return self.run_dir / f".fault{fault.index}-rank{self.rank}"
+
     def _fire_once(self, fault: Fault) -> bool:
         """True the first time this fault fires on this rank in this run dir."""
-        marker = self.run_dir / f".fault{fault.index}-rank{self.rank}"
         try:
-            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fd = os.open(self._marker(fault), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             return False
         os.fsync(fd)
@@ -153,6 +170,43 @@ class FaultInjection(Callback):
         fault = self._due("kill", "save", step)
         if fault and self._fire_once(fault):
             self._act("kill", f"the save of step {step}")
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        """kill@renamed / kill@deleting: listen at the named points of the checkpoint commit."""
+        if not any(f.where in ("renamed", "deleting") for f in self.faults):
+            return
+        before = trainer.checkpointer.on_point  # another listener keeps its hook
+
+        def at_point(point: str, step: int) -> None:
+            if before is not None:
+                before(point, step)
+            fault = self._due("kill", point, step)
+            if fault and self._fire_once(fault):
+                self._act("kill", f"the commit of step {step} ({point})")
+
+        trainer.checkpointer.on_point = at_point
+
+    def post_step(self, trainer: Trainer, step: int) -> None:
+        """kill@shard: step N's save starts at this step's boundary; watch for its shard."""
+        fault = self._due("kill", "shard", step)
+        if fault is None or self._marker(fault).exists():
+            return
+        root = trainer.checkpointer.root
+        shard = tmp_step_dir(root, step) / f"__{self.rank}_0.distcp"  # DCP's name for our shard
+        args = (fault, shard, step_dir(root, step), step)
+        threading.Thread(target=self._kill_mid_shard, args=args, daemon=True).start()
+
+    def _kill_mid_shard(self, fault: Fault, shard: Path, final: Path, step: int) -> None:
+        """Kill once the shard has bytes; give up if the step gets committed without it."""
+        while not final.exists():
+            try:
+                size = shard.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            if size > 0 and self._fire_once(fault):
+                self._act("kill", f"the write of {shard.name} of step {step} ({size} bytes)")
+            time.sleep(_SHARD_POLL_S)
+        log.warning("%s: kill@shard=%d missed: the step was committed", FAULT_ENV, step)
 
     def _act(self, action: str, when: str) -> None:
         log.warning("%s: injected %s at %s on rank %d", FAULT_ENV, action, when, self.rank)

@@ -95,15 +95,29 @@ def wait_all(procs: list[subprocess.Popen], timeout: float = 300) -> list[int]:
     return [p.returncode for p in procs]
 
 
-def metric_steps(run: Path) -> list[int]:
-    return [r["step"] for r in read_records(run)]
+def metric_steps(run: Path, torn_tail: bool = False) -> list[int]:
+    return [r["step"] for r in read_records(run, torn_tail)]
 
 
-def read_records(run: Path) -> list[dict]:
+def read_records(run: Path, torn_tail: bool = False) -> list[dict]:
+    """metrics.jsonl, strictly: every line a JSON object ending in a newline. With torn_tail the
+    last line may be cut short (a writer killed mid-line, or one still writing while we poll);
+    a bad line anywhere else fails the test."""
     path = run / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+    text = path.read_text()
+    lines = text.split("\n")
+    tail = lines.pop()  # "" when the file ends with a newline
+    records = []
+    for n, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise AssertionError(f"{path}:{n}: torn or invalid record {line[:120]!r}") from None
+    if tail and not torn_tail:
+        raise AssertionError(f"{path}:{len(lines) + 1}: last record cut short {tail[:120]!r}")
+    return records
 
 
 def digest(ckpt: Path) -> str:
@@ -115,7 +129,7 @@ def wait_for_step(run: Path, step: int, procs: list[subprocess.Popen], timeout: 
     """Block until metrics.jsonl holds `step` (fails if a rank exits first)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        steps = metric_steps(run)
+        steps = metric_steps(run, torn_tail=True)  # rank 0 may be writing a line
         if steps and steps[-1] >= step:
             return steps[-1]
         if any(p.poll() is not None for p in procs):

@@ -30,7 +30,19 @@ def test_parse_fault_specs():
     ]
 
 
-@pytest.mark.parametrize("bad", ["kill@stp=3", "nan@save=3", "boom@step=1", "kill@step=x"])
+def test_parse_checkpoint_points():
+    got = parse_faults("kill@shard=6,rank=1;kill@renamed=9;kill@deleting=9")
+    assert [(f.where, f.first, f.rank) for f in got] == [
+        ("shard", 6, 1),
+        ("renamed", 9, None),
+        ("deleting", 9, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["kill@stp=3", "nan@save=3", "boom@step=1", "kill@step=x", "hang@renamed=3", "nan@shard=2"],
+)
 def test_bad_fault_spec_is_one_line_error(bad: str):
     with pytest.raises(OlmoError, match=f"OLMO_FAULT_INJECT: cannot parse '{bad}'"):
         parse_faults(bad)
