@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from olmo.cli import main
+from olmo.launch.profile import repo_root
 from olmo.logbook import (
     _cli,
     append_event,
@@ -88,3 +90,21 @@ def test_command_line_bad_input_is_one_error_line(tmp_path: Path, argv: list[str
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("error: ")
     assert not (tmp_path / "logbook.jsonl").exists()
+
+
+def test_a_refused_start_is_booked_in_an_existing_run_dir_only(tmp_path: Path, monkeypatch):
+    """Bad input and the restart limit (`olmo train` in this process): `start_refused`, attempt
+    null, in a run dir that exists; a refusal never creates one."""
+    run, absent = tmp_path / "run", tmp_path / "absent"
+    run.mkdir()
+    base = ["train", str(repo_root() / "configs" / "tiny.yaml"), "--run-dir"]
+    assert main([*base, str(run), "--train.max_stepz=3"]) == 2
+    assert main([*base, str(absent), "--train.max_stepz=3"]) == 2
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "3")
+    monkeypatch.setenv("OLMO_MAX_RESTARTS", "2")
+    assert main([*base, str(run)]) == 2
+    events = read_events(run)
+    assert [(e["event"], e["attempt"]) for e in events] == [("start_refused", None)] * 2
+    assert "max_stepz" in events[0]["detail"]["message"]
+    assert "restart limit reached" in events[1]["detail"]["message"]
+    assert not absent.exists()
