@@ -94,18 +94,24 @@ def test_adamw_to_sgd_and_back_trains_on(tmp_path: Path):
 
 
 def test_anneal_from_a_checkpoint_is_a_new_run_with_a_parent(tmp_path: Path):
-    parent = run(tmp_path / "pre", steps=4)
+    parent = run(tmp_path / "pre", steps=2)
     last_lr = read_metrics(tmp_path / "pre")[-1]["lr"]
     assert last_lr == parent.state.lr and last_lr > 0
     child = tmp_path / "anneal"
-    ckpt = tmp_path / "pre" / "checkpoints" / "step4"
-    run(child, f"--checkpoint.load={ckpt}", "--scheduler.decay=anneal", steps=8)
+    ckpt = tmp_path / "pre" / "checkpoints" / "step2"
+    anneal = [f"--checkpoint.load={ckpt}", "--scheduler.decay=anneal"]
+    run(child, *anneal, steps=4)
     metrics = read_metrics(child)
-    assert [r["step"] for r in metrics] == [5, 6, 7, 8]  # the step count continues
+    assert [r["step"] for r in metrics] == [3, 4]  # the step count continues
     assert metrics[0]["lr"] == pytest.approx(last_lr) and metrics[-1]["lr"] == 0.0
-    assert metrics[0]["data_position"] == 4 * 8  # same data: continues from the checkpoint
+    assert metrics[0]["data_position"] == 2 * 8  # same data: continues from the checkpoint
     record = json.loads((child / "attempts.jsonl").read_text().splitlines()[0])
-    assert record["parent"]["path"] == str(ckpt) and record["parent"]["step"] == 4
+    assert record["parent"]["path"] == str(ckpt) and record["parent"]["step"] == 2
     assert record["parent"]["config_diff"]["scheduler.decay"] == ["linear", "anneal"]
     (event,) = changes(child)
     assert event["detail"]["kind"] == "parent" and event["detail"]["optimizer_state"] == "loaded"
+    # Other data (another order): they start at position 0 of their own order.
+    other = tmp_path / "other"
+    run(other, *anneal, "--train.seed=1", steps=3)
+    assert [(r["step"], r["data_position"]) for r in read_metrics(other)] == [(3, 0)]
+    assert changes(other)[0]["detail"]["data"] == "from position 0"
