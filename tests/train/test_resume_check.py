@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from olmo.checkpoint.checkpointer import Checkpointer
 from olmo.config.schema import load_config
 from olmo.errors import OlmoError
 from olmo.logbook import read_events
 from olmo.train.callbacks import MetricsWriter
-from olmo.train.resume_check import config_diff, refused_keys
+from olmo.train.resume_check import config_diff, plan_start, refused_keys
 from olmo.train.setup import build_components
 from olmo.train.trainer import Trainer
 from tests.helpers import SMALL_MODEL, read_metrics
@@ -115,3 +116,14 @@ def test_anneal_from_a_checkpoint_is_a_new_run_with_a_parent(tmp_path: Path):
     run(other, *anneal, "--train.seed=1", steps=3)
     assert [(r["step"], r["data_position"]) for r in read_metrics(other)] == [(3, 0)]
     assert changes(other)[0]["detail"]["data"] == "from position 0"
+
+
+def test_bad_schedules_are_one_line_errors(tmp_path: Path):
+    with pytest.raises(
+        OlmoError, match=r"scheduler.decay=wsd needs scheduler.decay_steps in 1\.\.95"
+    ):
+        load_config("configs/tiny.yaml", [*BASE, "--train.max_steps=100", "--scheduler.decay=wsd"])
+    cfg = load_config("configs/tiny.yaml", [*BASE, "--scheduler.decay=anneal"])
+    empty = Checkpointer(tmp_path / "checkpoints", cfg.checkpoint, 0, 1, {})
+    with pytest.raises(OlmoError, match="anneal starts from a checkpoint: set checkpoint.load"):
+        plan_start(cfg, empty)
