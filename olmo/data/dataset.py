@@ -91,6 +91,32 @@ class TokenDataset:
             k, local = k + 1, 0
 
 
+class ConcatInstances:
+    """The instances of several TokenDatasets (a mixture's sources) one after another; instance
+    ids of source s start at `offsets[s]`."""
+
+    def __init__(self, parts: Sequence[TokenDataset]):
+        self.parts = list(parts)
+        self.paths = [p for part in self.parts for p in part.paths]
+        self.seq_len = self.parts[0].seq_len
+        self.sizes = [len(p) for p in self.parts]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def get_batch(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"instance indices must be in [0, {len(self)})")
+        out = np.empty((len(idx), self.seq_len), dtype=np.int64)
+        part = np.searchsorted(self.offsets, idx, side="right") - 1
+        for s in np.unique(part).tolist():
+            sel = part == s
+            out[sel] = self.parts[s].get_batch(idx[sel] - self.offsets[s])
+        return out
+
+
 def read_metadata(path: Path, tokenizer: OlmoTokenizer) -> dict:
     """`path/metadata.json`, checked against `tokenizer`; OlmoError says how to fix."""
     meta_file = path / "metadata.json"

@@ -53,7 +53,8 @@ def loader_from_config_dict(
     cfg: dict[str, Any], rank: int = 0, world_size: int = 1, source: str = "config"
 ) -> DataLoader:
     """The trainer's DataLoader from a config dict: `data:` plus `train:` (seed,
-    global_batch_size or global_batch_tokens, eval_holdout_instances)."""
+    global_batch_size or global_batch_tokens, batch_size_schedule, micro_batch_size,
+    eval_holdout_instances)."""
     data = from_dict(DataConfig, cfg.get("data") or {}, "data.", source)
     data.validate()
     train = _section(cfg, "train", source)
@@ -65,8 +66,12 @@ def loader_from_config_dict(
     holdout = train.get("eval_holdout_instances") or 0
     if holdout:
         holdout = _train_int(cfg, "eval_holdout_instances", source)
+    schedule = train.get("batch_size_schedule")
+    micro = train.get("micro_batch_size") or 1
     # The trainer's own builder: the held-out tail is excluded exactly as in training.
-    loader, _ = build_train_data(data, seed, gbs, holdout, rank=rank, world_size=world_size)
+    loader, _ = build_train_data(
+        data, seed, gbs, holdout, rank, world_size, schedule=schedule, micro_batch_size=micro
+    )
     return loader
 
 

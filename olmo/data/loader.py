@@ -75,19 +75,23 @@ class DataLoader:
         prefetch: int = 2,
         schedule: Sequence[Sequence[int]] | None = None,
         order: Any = None,
+        micro_batch_size: int = 1,
     ):
-        """`schedule`: `[[TOKENS, GLOBAL_BATCH], ...]` (train.batch_size_schedule, validated by
-        the config); `order`: the global order (default: one source's `SingleOrder`)."""
+        """`schedule`: train.batch_size_schedule, `[[TOKENS, GLOBAL_BATCH], ...]` (each batch a
+        multiple of `micro_batch_size` × ranks); `order`: the global order (default: one
+        source's `SingleOrder`)."""
         if world_size < 1 or not 0 <= rank < world_size:
             raise OlmoError(f"rank {rank} / world size {world_size}: need 0 <= rank < world_size")
         self.dataset = dataset
         self.global_batch_size = global_batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.order = order if order is not None else SingleOrder(len(dataset), seed)
-        self.schedule = [(int(t), int(b)) for t, b in schedule or [(0, global_batch_size)]]
-        for i, (_, size) in enumerate(self.schedule):
-            what = f"train.batch_size_schedule[{i}] batch {size}" if schedule else ""
-            self._check_size(size, what or f"train.global_batch_size={size}")
+        self._check_size(global_batch_size, f"train.global_batch_size={global_batch_size}")
+        self.schedule = [(0, global_batch_size)]
+        if schedule is not None:
+            self.schedule = check_schedule(schedule, global_batch_size)
+            for i, (_, size) in enumerate(self.schedule):
+                self._check_size(size, f"{SCHEDULE_KEY}[{i}] batch {size}", micro_batch_size)
         self.num_workers = num_workers
         self.prefetch = max(1, prefetch)
         self.steps_consumed = 0
@@ -103,13 +107,18 @@ class DataLoader:
         """Page-lock batches (in the prefetch threads) so the copy to a GPU is asynchronous."""
         self._generation = 0  # bumped when the position moves outside the iterator
 
-    def _check_size(self, size: int, what: str) -> None:
+    def _check_size(self, size: int, what: str, micro: int = 1) -> None:
         if size < 1:
             raise OlmoError(f"{what}: must be >= 1")
         if size % self.world_size:
             raise OlmoError(
                 f"{what} is not divisible by the {self.world_size} ranks; use a multiple of "
                 f"{self.world_size}"
+            )
+        if size % (micro * self.world_size):
+            raise OlmoError(
+                f"{what} is not a multiple of train.micro_batch_size × ranks = {micro} × "
+                f"{self.world_size}; use a multiple of {micro * self.world_size}"
             )
         if isinstance(self.order, SingleOrder) and size > len(self.dataset):
             raise OlmoError(
@@ -280,6 +289,39 @@ class DataLoader:
         self.steps_consumed = steps
         self.skips = [list(s) for s in state.get("skips", [])]
         self._generation += 1
+
+
+SCHEDULE_KEY = "train.batch_size_schedule"
+
+
+def check_schedule(schedule: Any, global_batch_size: int) -> list[tuple[int, int]]:
+    """`[[TOKENS, GLOBAL_BATCH], ...]` as pairs: thresholds on tokens_seen ascending from 0, the
+    last batch the configured train.global_batch_size; else one OlmoError naming the entry."""
+    if not isinstance(schedule, (list, tuple)) or not schedule:
+        raise OlmoError(f"{SCHEDULE_KEY}={schedule!r}: give [[TOKENS, GLOBAL_BATCH], ...]")
+    pairs: list[tuple[int, int]] = []
+    for i, entry in enumerate(schedule):
+        ints = isinstance(entry, (list, tuple)) and len(entry) == 2
+        if not ints or not all(isinstance(v, int) and not isinstance(v, bool) for v in entry):
+            raise OlmoError(
+                f"{SCHEDULE_KEY}[{i}]={entry!r}: give [TOKENS, GLOBAL_BATCH] (integers)"
+            )
+        tokens, size = entry
+        if i == 0 and tokens != 0:
+            raise OlmoError(
+                f"{SCHEDULE_KEY}[0]: the first threshold must be 0 tokens, got {tokens}"
+            )
+        if pairs and tokens <= pairs[-1][0]:
+            raise OlmoError(
+                f"{SCHEDULE_KEY}[{i}]: thresholds must ascend, got {pairs[-1][0]} then {tokens} tokens"
+            )
+        pairs.append((tokens, size))
+    if pairs[-1][1] != global_batch_size:
+        raise OlmoError(
+            f"{SCHEDULE_KEY}[{len(pairs) - 1}]: the last batch {pairs[-1][1]} must equal "
+            f"train.global_batch_size={global_batch_size}"
+        )
+    return pairs
 
 
 def _cancel(pending: deque) -> None:

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from olmo.data.config import DataConfig
-from olmo.data.dataset import TokenDataset
+from olmo.data.dataset import ConcatInstances, TokenDataset
 from olmo.data.loader import DataLoader
+from olmo.data.order import MixtureOrder
 from olmo.errors import OlmoError
 from olmo.tokenizer import OlmoTokenizer
 
@@ -16,7 +17,7 @@ from olmo.tokenizer import OlmoTokenizer
 class InstanceRange:
     """Instances [start, stop) of a TokenDataset, re-indexed from 0; same interface for the loader."""
 
-    def __init__(self, dataset: TokenDataset, start: int, stop: int):
+    def __init__(self, dataset: TokenDataset | ConcatInstances, start: int, stop: int):
         self.dataset, self.start, self.stop = dataset, start, stop
         self.paths, self.seq_len = dataset.paths, dataset.seq_len
 
@@ -28,7 +29,7 @@ class InstanceRange:
 
 
 def holdout_split(
-    dataset: TokenDataset, holdout: int
+    dataset: TokenDataset | ConcatInstances, holdout: int
 ) -> tuple[InstanceRange, InstanceRange | None]:
     """(train, eval): the last `holdout` instances are never trained on."""
     n = len(dataset)
@@ -49,11 +50,26 @@ def build_train_data(
     rank: int = 0,
     world_size: int = 1,
     tokenizer: OlmoTokenizer | None = None,
+    schedule: Sequence[Sequence[int]] | None = None,
+    micro_batch_size: int = 1,
 ) -> tuple[DataLoader, InstanceRange | None]:
     """The training loader and the held-out eval range: the one place both the trainer and
-    `olmo data inspect` build them, so an inspected batch is exactly the trained one."""
+    `olmo data inspect` build them, so an inspected batch is exactly the trained one. A
+    mixture's held-out tail comes from its last source."""
     tok = tokenizer or data_cfg.build_tokenizer()
-    train, held_out = holdout_split(data_cfg.build_dataset(tok), holdout)
+    dataset = data_cfg.build_dataset(tok)
+    train, held_out = holdout_split(dataset, holdout)
+    order = None
+    if data_cfg.sources is not None:
+        assert isinstance(dataset, ConcatInstances)
+        sizes = dataset.sizes[:-1] + [dataset.sizes[-1] - (holdout if holdout > 0 else 0)]
+        if sizes[-1] <= 0:
+            raise OlmoError(
+                f"train.eval_holdout_instances={holdout}: the last of data.sources "
+                f"({data_cfg.sources[-1].name!r}) has only {dataset.sizes[-1]} instances; lower it"
+            )
+        names = [s.name for s in data_cfg.sources]
+        order = MixtureOrder(names, sizes, [s.weight for s in data_cfg.sources], seed)
     loader = DataLoader(
         train,
         global_batch_size,
@@ -62,5 +78,8 @@ def build_train_data(
         world_size=world_size,
         num_workers=data_cfg.num_workers,
         prefetch=data_cfg.prefetch_batches,
+        schedule=schedule,
+        order=order,
+        micro_batch_size=micro_batch_size,
     )
     return loader, held_out

@@ -65,6 +65,10 @@ class TrainerConfig:
     """Instances (sequences) per optimizer step, summed over all ranks."""
     global_batch_tokens: int | None = None
     """Alternative to global_batch_size, in tokens; must be a multiple of data.seq_len."""
+    batch_size_schedule: list[list[int]] | None = None
+    """Batch-size warm-up: `[[TOKENS, GLOBAL_BATCH], ...]`, thresholds on tokens_seen ascending
+    from 0; each batch (instances) a multiple of micro_batch_size × ranks, the last equal to
+    global_batch_size. The learning rate is unchanged on a change (it follows the step)."""
     micro_batch_size: int = 4
     """Instances per forward/backward on one rank; gradients accumulate to the global batch."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"

@@ -222,6 +222,8 @@ def build_components(cfg: Config, run_dir: Path) -> Components:
         env.rank,
         env.world_size,
         tokenizer,
+        schedule=cfg.train.batch_size_schedule,
+        micro_batch_size=cfg.train.micro_batch_size,
     )
     loader.pin_memory = env.device.type == "cuda"  # the step's .to(non_blocking) then overlaps
     bf16 = use_bf16(cfg, env.device)
