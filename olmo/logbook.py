@@ -164,7 +164,8 @@ def inferred_end(run_dir: str | os.PathLike, events: list[dict[str, Any]], attem
     start = min((e["time"] for e in mine if e["event"] == "attempt_start"), default=0.0)
     crashes = [e for e in mine if e["event"] == "crash"]
     dumps = _stack_dumps_since(run_dir, start)
-    times = [e["time"] for e in mine] + _metrics_times(run_dir, attempt)
+    # its ranks' own events: the launchers' (rank null, e.g. node_failure) come after its end
+    times = [e["time"] for e in mine if e["rank"] is not None] + _metrics_times(run_dir, attempt)
     detail: dict[str, Any] = {"inferred": True}
     if any(c["detail"].get("type") == "hang" for c in crashes) or dumps:
         detail["reason"] = "hang"

@@ -28,11 +28,13 @@ def _metrics(run: Path, *recs: tuple[int, int, float]) -> None:
 
 
 def test_a_silent_attempt_is_killed_at_its_last_sign_of_life(tmp_path: Path):
-    append_event(tmp_path, "attempt_start", attempt=1, when=100.0)
-    append_event(tmp_path, "checkpoint", attempt=1, step=5, when=110.0)
+    append_event(tmp_path, "attempt_start", attempt=1, rank=0, when=100.0)
+    append_event(tmp_path, "checkpoint", attempt=1, step=5, rank=0, when=110.0)
     # its peer saw it vanish: that says nothing of the cause
     append_event(tmp_path, "crash", attempt=1, rank=0, detail={"peer_lost": True}, when=125.0)
     _metrics(tmp_path, (6, 1, 120.0), (7, 1, 130.0), (3, 0, 999.0))
+    # the batch script of the next job books the dead node to this attempt, later
+    append_event(tmp_path, "node_failure", attempt=1, detail={"nodes": ["n1"]}, when=160.0)
     (written,) = close_open_attempts(tmp_path)
     assert written["detail"] == {"reason": "killed", "inferred": True}
     assert written["time"] == 130.0 and written["attempt"] == 1
