@@ -25,7 +25,8 @@ from olmo.logbook import LOGBOOK, LogbookError, read_events
 
 FAILURES = ("crash", "hang", "nonfinite", "killed")
 """attempt_end reasons that count as failures (MTBF); requeue_signal and walltime are planned."""
-LOST_CAUSES = ("startup", "redone_steps", "checkpoint_blocking", "evaluation", "hangs", "other")
+LOST_CAUSES = ("startup", "redone_steps", "rollback", "checkpoint_blocking", "evaluation", "hangs",
+               "other")  # fmt: skip
 INCIDENTS = ("start_refused", "node_failure", "excluded_nodes", "doctor_failed", "crash",
              "nonfinite_skip", "loss_spike", "rollback", "straggler", "config_change")  # fmt: skip
 """Events `olmo report` marks on its timeline (besides attempts that did not complete)."""
@@ -141,7 +142,7 @@ def _account(attempts: dict[int, Attempt], events: list[dict], steps: list[dict]
         own = [r for r in steps if r["attempt"] == a.number]
         # the first kept step's own duration is inside the start-up span: credit a typical step
         a.productive_s = sum(gaps.get(a.number, [])) + (median[a.number] if own else 0.0)
-        a.lost_s["evaluation"] = sum(_num(r, "eval_s") for r in own)
+        a.lost_s["evaluation"] = sum((_num(r, "eval_s") for r in own), 0.0)
         if own:
             a.lost_s["startup"] = max(0.0, own[0]["time"] - a.start - median[a.number])
     for ev in events:
@@ -158,8 +159,31 @@ def _account(attempts: dict[int, Attempt], events: list[dict], steps: list[dict]
     for r in steps:  # evaluation after step s runs inside the interval of step s + 1
         if (r["attempt"], r["step"] + 1) in kept:
             attempts[r["attempt"]].productive_s -= _num(r, "eval_s")
+    _rollbacks(attempts, events, kept, median)
     _redone(attempts, events, steps, median)
     return run_median
+
+
+def _rollbacks(
+    attempts: dict[int, Attempt], events: list[dict], kept: dict, median: dict[int, float]
+) -> None:
+    """A loss-spike rollback to step T drops the steps after T within the attempt: the kept
+    interval T → T+1 spans them and the rollback itself; all but one typical step is lost."""
+    for ev in events:
+        a, to = attempts.get(ev.get("attempt")), ev["detail"].get("to_step")  # type: ignore[arg-type]
+        if ev["event"] != "rollback" or a is None or not isinstance(to, int):
+            continue
+        before, after = kept.get((a.number, to)), kept.get((a.number, to + 1))
+        if before is None or after is None:
+            continue
+        inside = _num(before, "eval_s") + sum(  # already booked as their own causes
+            _num(e["detail"], "blocking_s")
+            for e in events
+            if e["event"] == "checkpoint" and e.get("attempt") == a.number and e["step"] == to
+        )
+        lost = max(0.0, after["time"] - before["time"] - median[a.number] - inside)
+        a.lost_s["rollback"] += lost
+        a.productive_s -= lost
 
 
 def _redone(

@@ -80,11 +80,12 @@ def test_goodput_and_lost_time_of_a_killed_attempt(killed_run: Path, exact_end: 
         {
             "startup": 9 + 5,
             "redone_steps": 3,
+            "rollback": 0.0,
             "checkpoint_blocking": 1.0,
             "evaluation": 0.5,
             "hangs": 0.0,
             "other": 1.0,
-        }  # fmt: skip
+        }
     )
     assert s["productive_s"] + sum(s["lost_s"].values()) == pytest.approx(s["wall_s"])
     assert s["restarts"] == {"killed": 1} and s["failures"] == 1
@@ -111,6 +112,21 @@ def test_a_hang_costs_the_time_after_the_last_step(tmp_path: Path):
     assert s["restarts"] == {"hang": 1} and s["failure_hosts"] == ["n3"]
     assert s["suggested_checkpoint_interval_s"] is None  # no checkpoint cost measured
     assert "no interval to suggest" in render(s)
+
+
+def test_a_rollback_loses_the_steps_it_drops(tmp_path: Path):
+    run = tmp_path / "run"
+    _ev(run, "attempt_start", 3000.0, 1)
+    # steps 1-6 at 3001-3006; 6 spiked: back to the step-4 checkpoint, 5 and 6 trained again
+    _steps(run, 1, {1: 3001.0, 2: 3002.0, 3: 3003.0, 4: 3004.0, 5: 3007.5, 6: 3008.5, 7: 3009.5})
+    _ev(run, "checkpoint", 3004.0, 1, step=4, seconds=0.0, blocking_s=0.0)
+    _ev(run, "loss_spike", 3006.0, 1, step=6, loss=9.0, threshold=6.0, action="rollback")
+    _ev(run, "rollback", 3006.5, 1, step=4, from_step=6, to_step=4, checkpoint="step4")
+    _ev(run, "attempt_end", 3010.0, 1, reason="completed", exit_code=0)
+    s = summarize(run)
+    # kept: 6 intervals of 1 s + step 1's credited 1 s; the 4 -> 5 interval (3.5 s) kept 1 s
+    assert s["productive_s"] == pytest.approx(7) and s["lost_s"]["rollback"] == pytest.approx(2.5)
+    assert s["lost_s"]["other"] == pytest.approx(0.5) and s["goodput"] == pytest.approx(0.7)
 
 
 def test_daly_interval_limits():
