@@ -125,6 +125,7 @@ def _doctor(args: argparse.Namespace) -> int:
         args.kind,
         args.transport,
         args.min_bus_gb_per_s,
+        args.run_dir,
     )
 
 
@@ -172,4 +173,5 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="bus bandwidth floor of every pair of neighbouring nodes (GB/s; 0 = none)",
     )
+    d.add_argument("--run-dir", help="on failure, also book `doctor_failed` in its logbook")
     d.set_defaults(func=_doctor)

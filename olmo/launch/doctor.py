@@ -106,11 +106,14 @@ def run_doctor(
     kind: str | None = None,
     transport: str = "any",
     min_bus_gb_per_s: float = 0.0,
+    run_dir: str | None = None,
 ) -> int:
+    """0 when the allocation is fit to train; else 1 after one `doctor: FAILED` line, also
+    booked as `doctor_failed` in RUN_DIR/logbook.jsonl when `run_dir` is given."""
     problems, seen = local_checks(expect, kind, min_shm_gb)
     if problems:  # fail fast: no collective with a broken node
-        print(f"doctor: FAILED on node {seen['node']}: {'; '.join(problems)}", file=sys.stderr)
-        return 1
+        line = f"doctor: FAILED on node {seen['node']}: {'; '.join(problems)}"
+        return _failed(line, run_dir, [seen["node"]])
     with tempfile.TemporaryDirectory(prefix="olmo-doctor-") as log_dir:
         log = prepare_nccl_log(transport, log_dir) if kind in ("cuda", "rocm") else None
         try:
@@ -119,18 +122,25 @@ def run_doctor(
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             net = os.environ.get("NCCL_NET")
             hint = f" (NCCL_NET={net!r}: {HINTS.get(transport, '')})" if net else ""
-            print(
-                f"doctor: FAILED on node {seen['node']}: collectives failed: "
-                f"{type(e).__name__}: {first}{hint}",
-                file=sys.stderr,
-            )
-            return 1
+            why = f"collectives failed: {type(e).__name__}: {first}{hint}"
+            return _failed(f"doctor: FAILED on node {seen['node']}: {why}", run_dir, [seen["node"]])
     failure = _verdict(reports, pairs, transport, min_bus_gb_per_s)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(_summary(reports, seen, ar, pairs, failure)))
         if failure:
-            print(f"doctor: FAILED: {failure}", file=sys.stderr)
+            return _failed(f"doctor: FAILED: {failure}", run_dir, None)
     return 1 if failure else 0
+
+
+def _failed(line: str, run_dir: str | None, nodes: list[str] | None) -> int:
+    """Say why on stderr (one line) and, given a run dir, in its logbook."""
+    print(line, file=sys.stderr)
+    if run_dir:
+        from olmo.logbook import append_event
+
+        detail = {"message": line} | ({"nodes": nodes} if nodes else {})
+        append_event(run_dir, "doctor_failed", attempt=None, detail=detail)
+    return 1
 
 
 def _collectives(seen: dict, size_mb: float, log: str | None) -> tuple[list, dict, list]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from olmo.logbook import append_event, read_events
 from olmo.slurm import (  # noqa: F401  (re-exported for the launchers)
     check_restart_limit,
     down_nodes,
@@ -26,13 +27,23 @@ def note_attempt_nodes(run_dir: Path, env: dict[str, str] | None = None) -> list
     if int(env.get("SLURM_RESTART_COUNT", "0") or 0) > 0 and seen.exists():
         down = set(down_nodes())
         before = {h for nl in seen.read_text().split() for h in hostnames(nl)}
-        new = sorted(down & before)
+        known = set(failed.read_text().split()) if failed.exists() else set()
+        new = sorted((down & before) - known)
         if new:
             with open(failed, "a") as f:
                 f.write("".join(f"{n}\n" for n in new))
+            log_nodes(run_dir, "node_failure", new)
     with open(seen, "a") as f:
         f.write(env.get("SLURM_JOB_NODELIST", "") + "\n")
     return sorted(set(failed.read_text().split())) if failed.exists() else []
+
+
+def log_nodes(run_dir: Path, event: str, nodes: list[str]) -> None:
+    """A `node_failure` or `excluded_nodes` logbook event, booked to the newest attempt."""
+    events = read_events(run_dir, strict=False)
+    starts = [e["attempt"] for e in events if e["event"] == "attempt_start"]
+    attempt = starts[-1] if starts else None
+    append_event(run_dir, event, attempt=attempt, detail={"nodes": nodes})
 
 
 def requeue_job(job_id: str, exclude: list[str]) -> int:

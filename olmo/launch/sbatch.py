@@ -117,6 +117,24 @@ RESTARTS="${SLURM_RESTART_COUNT:-0}"
 mkdir -p "$RUN_DIR"
 echo "olmo: job $SLURM_JOB_ID attempt $((RESTARTS + 1)) on $SLURM_JOB_NODELIST ($(date -Is))"
 
+# The newest attempt the trainer recorded (null before the first).
+newest_attempt() {
+  if [[ -s "$RUN_DIR/attempts.jsonl" ]]; then echo "$(($(wc -l <"$RUN_DIR/attempts.jsonl")))"
+  else echo null; fi
+}
+# One event in RUN_DIR/logbook.jsonl in olmo/logbook.py's format (one short append is one
+# write), for what only this script sees. Args: EVENT DETAIL_JSON (node names and numbers
+# need no JSON escaping).
+logbook() {
+  local fmt='{"attempt": %s, "detail": %s, "event": "%s", "host": "%s", "rank": null, '
+  printf "$fmt"'"step": null, "time": %s}\n' "$(newest_attempt)" "$2" "$1" \
+    "${SLURMD_NODENAME:-$(hostname)}" "$(date +%s.%N)" >>"$RUN_DIR/logbook.jsonl"
+}
+# Node names, one per line or comma-separated, as a JSON list.
+json_nodes() {
+  tr , '\n' | sed '/^$/d; s/.*/"&"/' | paste -sd, - | sed 's/^/[/; s/$/]/'
+}
+
 # Requeue this job, keeping it off the nodes that failed it (a pending job's ExcNodeList can
 # be changed, a running one's cannot: hold, update, release, ignoring SLURM's TERM meanwhile).
 requeue() {
@@ -128,17 +146,22 @@ requeue() {
   fi
   trap '' TERM
   echo "olmo: requeueing job $SLURM_JOB_ID excluding nodes that failed it: $bad"
+  logbook excluded_nodes "{\"nodes\": $(json_nodes <<<"$bad")}"
   scontrol requeuehold "$SLURM_JOB_ID"
   scontrol update JobId="$SLURM_JOB_ID" ExcNodeList="$bad"
   scontrol release "$SLURM_JOB_ID"
   exit 0
 }
 
-# Nodes this job ran on before that are now down failed it: remember them.
+# Nodes this job ran on before that are now down failed it: remember them (and log the new).
 if [[ "$RESTARTS" -gt 0 && -f "$RUN_DIR/slurm_nodes.txt" ]]; then
-  comm -12 <(sinfo -h -N -t down,drain,fail,no_respond -o %N | sort -u) \
-    <(xargs -n1 scontrol show hostnames <"$RUN_DIR/slurm_nodes.txt" | sort -u) \
-    >>"$RUN_DIR/failed_nodes.txt"
+  new="$(comm -23 <(comm -12 <(sinfo -h -N -t down,drain,fail,no_respond -o %N | sort -u) \
+    <(xargs -n1 scontrol show hostnames <"$RUN_DIR/slurm_nodes.txt" | sort -u)) \
+    <(sort -u "$RUN_DIR/failed_nodes.txt" 2>/dev/null))"
+  if [[ -n "$new" ]]; then
+    echo "$new" >>"$RUN_DIR/failed_nodes.txt"
+    logbook node_failure "{\"nodes\": $(json_nodes <<<"$new")}"
+  fi
   if [[ -s "$RUN_DIR/failed_nodes.txt" ]] && scontrol show hostnames "$SLURM_JOB_NODELIST" \
     | grep -qxFf "$RUN_DIR/failed_nodes.txt"; then
     echo "olmo: allocated a node that failed this job before; requeueing without it"
@@ -149,7 +172,7 @@ echo "$SLURM_JOB_NODELIST" >>"$RUN_DIR/slurm_nodes.txt"
 """
 
 _DOCTOR = """
-if ! "${{OLMO[@]}}" doctor {args}; then
+if ! "${{OLMO[@]}}" doctor {args} --run-dir "$RUN_DIR"; then
   echo "olmo: pre-flight check failed (the node is named above); not training"
   exit 1
 fi"""
@@ -158,6 +181,10 @@ _TRAIN = r"""
 "${OLMO[@]}" train "$CONFIG" --run-dir "$RUN_DIR" "${TRAIN_ARGS[@]}"
 rc=$?
 echo "olmo: trainer exited with $rc"
+if [[ "$rc" -eq 86 && "$(newest_attempt)" != null ]] && ! grep -q "^{\"attempt\": $(newest_attempt), .*\"event\": \"attempt_end\"" \
+  "$RUN_DIR/logbook.jsonl" 2>/dev/null; then  # the watchdog exits at once, without a word
+  logbook attempt_end '{"reason": "hang", "exit_code": 86}'
+fi
 case "$rc" in
   0) exit 0 ;;
   2) echo "olmo: bad input; not requeueing"; exit 2 ;;

@@ -26,7 +26,7 @@ from olmo.launch.command import (
     train_overrides,
 )
 from olmo.launch.profile import Profile
-from olmo.launch.restart import note_attempt_nodes, requeue_job
+from olmo.launch.restart import log_nodes, note_attempt_nodes, requeue_job
 from olmo.launch.sbatch import JobSpec
 from olmo.slurm import REQUEUE_EXIT_CODE, restart_limit_message, walltime_minutes
 
@@ -82,6 +82,7 @@ class TrainTask:
         """`olmo doctor` as its own process per task, as in the sbatch path (the collective
         library's state, e.g. NCCL_NET/NCCL_DEBUG, must not leak into training)."""
         cmd = [sys.executable, "-m", "olmo", "doctor", *doctor_args(self.prof)]
+        cmd += ["--run-dir", self.job.run_dir]
         if subprocess.run(cmd).returncode != 0:
             raise OlmoError(f"pre-flight check failed (node {env.hostname}: see the log)")
 
@@ -96,6 +97,8 @@ class TrainTask:
                 raise OlmoError(msg)
             # Fails harmlessly when SLURM is already requeueing us (scontrol requeue, node loss).
             rc = requeue_job(env.job_id, self.failed_nodes)
+            if self.failed_nodes:
+                log_nodes(Path(self.job.run_dir), "excluded_nodes", self.failed_nodes)
             excl = f" excluding {','.join(self.failed_nodes)}" if self.failed_nodes else ""
             print(f"olmo: requeue job {env.job_id}{excl}: rc {rc}", file=sys.stderr, flush=True)
         raise SystemExit(-1)  # not an Exception: submitit writes no result for this attempt

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from olmo.launch.doctor import _verdict
 from olmo.launch.doctor_net import PairResult, leaders, slow_links, transport_from_log
+from olmo.logbook import read_events
 
 # INFO lines as NCCL/RCCL print them when they pick their network.
 OFI_LOG = """nid005123:81:81 [0] NCCL INFO Bootstrap : Using hsn0:10.253.6.1<0>
@@ -72,16 +74,19 @@ def test_slow_node_or_link_is_named():
     assert leaders(["n1", "n1", "n2", "n2", "n3"]) == [0, 2, 4]
 
 
-def test_doctor_cli_one_task_fails_on_the_wrong_transport():
-    """One process (gloo, TCP sockets) against a profile that expects InfiniBand."""
+def test_doctor_cli_one_task_fails_on_the_wrong_transport(tmp_path: Path):
+    """One process (gloo, TCP sockets) against a profile that expects InfiniBand; the failure
+    is also booked in the run's logbook (`doctor_failed`), a pass is not."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "RANK", "WORLD"))}
-    cmd = [sys.executable, "-m", "olmo", "doctor", "--transport=ib", "--size-mb=1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    cmd = [sys.executable, "-m", "olmo", "doctor", f"--run-dir={tmp_path}", "--size-mb=1"]
+    proc = subprocess.run([*cmd, "--transport=ib"], capture_output=True, text=True, env=env)
     assert proc.returncode == 1, proc.stderr
     lines = [x for x in proc.stderr.splitlines() if x.startswith("doctor:")]
     assert len(lines) == 1 and "collectives use sockets, the profile expects ib" in lines[0]
-    ok = subprocess.run([*cmd[:-2], "--transport=sockets"], capture_output=True, text=True, env=env)
+    ok = subprocess.run([*cmd, "--transport=sockets"], capture_output=True, text=True, env=env)
     assert ok.returncode == 0 and '"doctor": "ok"' in ok.stdout, ok.stderr
+    (event,) = read_events(tmp_path)
+    assert event["event"] == "doctor_failed" and event["detail"] == {"message": lines[0]}
 
 
 def test_one_slurm_task_with_master_addr_and_no_port_initialises():
