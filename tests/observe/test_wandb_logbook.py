@@ -59,7 +59,13 @@ def test_wandb_got_each_attempts_events(requeued_run: Path):
                 assert row["train/step"] == ev["step"]
             if ev["event"] == "checkpoint":
                 assert row["logbook/checkpoint/blocking_s"] == ev["detail"]["blocking_s"]
+    last = read_records(next(dirs[2].glob("run-*.wandb")))
     assert _logbook_rows(next(dirs[2].glob("run-*.wandb")))[0]["logbook/attempt_end"] == 1
+    summary = {}
+    for rec in last:
+        if rec.WhichOneof("record_type") == "summary":
+            summary.update({u.key: json.loads(u.value_json) for u in rec.summary.update})
+    assert 0 < summary["goodput"] < 1 and summary["lost_s/redone_steps"] > 0  # so far
 
 
 def test_logbook_of_the_requeued_run(requeued_run: Path, capsys):
