@@ -198,22 +198,27 @@ def after_load(
     hyperparameters win over the loaded ones, and an anneal takes its start."""
     if start.path is None:
         return
-    loaded_lr = optim.param_groups[0]["lr"] if start.optimizer_state else None
-    if start.optimizer_state:
+    # A weights-only checkpoint (e.g. `olmo checkpoint average`) has no optimizer state to load.
+    has_optim = "optim" in read_marker(start.path).get("contents", [])
+    loaded = start.optimizer_state and has_optim
+    loaded_lr = optim.param_groups[0]["lr"] if loaded else None
+    if loaded:
         apply_hparams(optim, model, cfg.optim)
     else:
         optim.state.clear()
     if cfg.scheduler.decay != "anneal":
         state.anneal_start = None
     elif start.parent or state.anneal_start is None:
-        lr0 = state.lr if state.lr is not None else loaded_lr
+        # Weights only: no last LR (nor step count): the anneal starts at optim.lr.
+        fallback = None if has_optim else cfg.optim.lr
+        lr0 = next((x for x in (state.lr, loaded_lr, fallback) if x is not None), None)
         if lr0 is None:
             raise OlmoError(
                 f"{start.path}: no last learning rate to anneal from (an older checkpoint of "
                 "another optimizer); anneal with the checkpoint's optimizer"
             )
         # The last LR already holds any rollback scaling: the anneal starts unscaled.
-        state.anneal_start, state.lr_scale = [start.step, float(lr0)], 1.0
+        state.anneal_start, state.lr_scale = [state.step, float(lr0)], 1.0
 
 
 def record(run_dir: Path, attempt: int, start: StartPoint, is_main: bool) -> None:
