@@ -48,6 +48,8 @@ DUMP_WAIT_S = 5.0
 """At most this long for the child's stack dump (it is written at C level, in milliseconds)."""
 DUMP_QUIET_S = 0.3
 """The dump is complete once the pipe has been quiet this long."""
+POLL_S = 0.2
+"""How often the supervisor looks for its child's exit where the kernel has no pidfd."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -222,13 +224,15 @@ class Supervisor:
     def _watch(self, beat_r: int, dump_r: int) -> int:
         """Until the child exits (its code) or misses its heartbeat (WATCHDOG_EXIT_CODE)."""
         assert self.child is not None
-        exited = os.pidfd_open(self.child.pid)  # readable when the child exits: no polling
-        watched = [beat_r, dump_r, exited]
+        exited = _pidfd(self.child.pid)  # readable when the child exits
+        watched = [beat_r, dump_r] + ([] if exited is None else [exited])
+        poll_s = 1.0 if exited is not None else POLL_S
         try:
             while self.child.poll() is None:
-                wait = 1.0
+                wait = poll_s
                 if self.armed is not None:
-                    wait = self.armed.timeout_s - (time.monotonic() - self.last_beat)
+                    idle = time.monotonic() - self.last_beat
+                    wait = min(wait, self.armed.timeout_s - idle)
                     if wait <= 0:
                         return self._fire(dump_r)
                 ready, _, _ = select.select(watched, [], [], max(wait, 0.0))
@@ -238,7 +242,8 @@ class Supervisor:
                     watched.remove(dump_r)
             return self.child.returncode
         finally:
-            os.close(exited)
+            if exited is not None:
+                os.close(exited)
 
     def _read_beats(self, fd: int) -> bool:
         """Take in the child's messages; False at end of file."""
@@ -289,6 +294,14 @@ class Supervisor:
         self.child.kill()
         self.child.wait()
         return WATCHDOG_EXIT_CODE
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when `pid` exits (Linux >= 5.3), else None: poll."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # older kernels (e.g. EL7's 3.10): ENOSYS
+        return None
 
 
 def _read_dump(fd: int) -> bytes:
