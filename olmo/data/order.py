@@ -37,13 +37,16 @@ class SingleOrder:
 
     def __init__(self, num_instances: int, seed: int):
         self.n, self.seed = num_instances, seed
-        self._cache: tuple[int, np.ndarray] | None = None
+        self._cache: dict[int, np.ndarray] = {}
 
     def _perm(self, epoch: int) -> np.ndarray:
-        # One permutation per epoch, kept: consecutive batches nearly always share an epoch.
-        if self._cache is None or self._cache[0] != epoch:
-            self._cache = (epoch, global_order(self.n, self.seed, epoch))
-        return self._cache[1]
+        # Permutations kept for two epochs: at an epoch end the prefetch plans the next epoch
+        # while the step still hashes the last batch of this one (no recomputing back and forth).
+        if epoch not in self._cache:
+            if len(self._cache) >= 2:
+                del self._cache[min(self._cache)]
+            self._cache[epoch] = global_order(self.n, self.seed, epoch)
+        return self._cache[epoch]
 
     def align(self, position: int, size: int) -> int:
         """Where a batch of `size` asked for at `position` starts (the next epoch if it

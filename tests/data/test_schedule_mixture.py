@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from olmo.config.schema import load_config
 from olmo.data.config import DataConfig, SourceConfig
 from olmo.data.dataset import TokenDataset
 from olmo.data.inspect import inspect_step, load_run_config
@@ -20,7 +21,11 @@ from olmo.data.prepare import write_token_dir
 from olmo.data.split import build_train_data
 from olmo.errors import OlmoError
 from olmo.tokenizer import load_tokenizer
+from olmo.train.callbacks import MetricsWriter
+from olmo.train.setup import build_components
+from olmo.train.trainer import Trainer
 from tests.distributed.launch import digest, read_records, torchrun, train_args
+from tests.helpers import SMALL_MODEL, read_metrics
 
 SEQ = 16
 
@@ -162,3 +167,28 @@ def test_schedule_and_mixture_resume_bitwise_and_match_inspect(tmp_path: Path):
         assert got["batch_hash"] == rec["batch_hash"]
         assert {n: got["sources"].count(n) for n in ("web", "code")} == rec["source_counts"]
         assert inspect_step(cfg, rec["step"])["batch_hash"] == rec["batch_hash"]  # replayed
+
+
+def _train(run_dir: Path, *overrides: str) -> list[dict]:
+    extra = [
+        "--train.max_steps=2",
+        "--train.eval_holdout_instances=0",
+        "--train.micro_batch_size=2",
+    ]
+    cfg = load_config("configs/tiny.yaml", [*SMALL_MODEL, *extra, *overrides])
+    cfg.checkpoint.save_final = False
+    parts = build_components(cfg, run_dir)
+    try:
+        assert Trainer(cfg, parts, [MetricsWriter(run_dir / "metrics.jsonl")]).fit() == 0
+    finally:
+        parts.close()
+    return read_metrics(run_dir)
+
+
+def test_a_scheduled_step_is_the_same_step_as_a_fixed_batch_of_its_size(tmp_path: Path):
+    """The first steps of a schedule (batch 4 of a final 8) equal a fixed batch of 4: same data,
+    the loss and gradient averaged over the step's own tokens (not the final batch's)."""
+    sched = _train(tmp_path / "s", "--train.batch_size_schedule=[[0, 4], [100000, 8]]")
+    fixed = _train(tmp_path / "f", "--train.global_batch_size=4")
+    keys = ("loss", "grad_norm", "batch_hash", "data_position", "global_batch_size")
+    assert [[r[k] for k in keys] for r in sched] == [[r[k] for k in keys] for r in fixed]
