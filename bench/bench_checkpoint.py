@@ -2,10 +2,15 @@
 
 For each size: the OLMo Transformer and AdamW (state filled by one step on random gradients),
 then on a 1-rank gloo group (as `olmo train` runs on one CPU process):
-- save_s: synchronous `Checkpointer.save` (DCP write, crc32 of every file, marker, rename);
+- disk_write_GB_per_s: the disk's sequential write bandwidth in the same run, `dd` of as many
+  bytes as the checkpoint into the same directory with `conv=fdatasync`;
+- save_s: synchronous `Checkpointer.save` (DCP write + fsync, crc32 of every file, marker,
+  rename); sync_fraction_of_disk: its throughput ÷ the dd bandwidth (goal ≥ 0.6);
 - verify_s / load_s: `find_resume_point` (checksums) and `Checkpointer.load` (DCP read + set);
-- async_blocking_s: how long an async `save` keeps training waiting (staging copy to memory),
-  async_total_s: blocking + the background write until `wait()` commits it.
+- async_blocking_s: how long an async `save` keeps training waiting at a run's later saves (the
+  copy into the host buffer the first save allocated; goal ≤ 0.5 s per GB of checkpoint),
+  async_first_blocking_s: the first save's (allocation + copy), async_total_s: blocking + the
+  background write until `wait()` sees it committed.
 Each figure is the best of `--repeats`; the machine is shared, so load averages are recorded.
 
     python bench/bench_checkpoint.py [--sizes small,medium,large] [--repeats 2] [--dir DIR]
@@ -19,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -50,15 +56,33 @@ def _model_and_optim(size: str):
     return cfg, model, optim
 
 
-def _time_save(root: Path, model, optim, async_save: bool) -> tuple[float, float]:
-    """(seconds save() blocked, seconds until committed) for one save into a fresh root."""
-    shutil.rmtree(root, ignore_errors=True)
-    ckpt = Checkpointer(root, CheckpointConfig(async_save=async_save), 0, 1, {"bench": True})
+def _time_save(ckpt: Checkpointer, step: int, model, optim) -> tuple[float, float]:
+    """(seconds save() blocked, seconds until committed) for one save of `step`."""
     t0 = time.perf_counter()
-    ckpt.save(1, model, optim, {"train_state": {"step": 1}, "loader": {}})
+    ckpt.save(step, model, optim, {"train_state": {"step": step}, "loader": {}})
     blocked = time.perf_counter() - t0
     ckpt.wait()
     return blocked, time.perf_counter() - t0
+
+
+def _checkpointer(root: Path, async_save: bool) -> Checkpointer:
+    shutil.rmtree(root, ignore_errors=True)
+    return Checkpointer(root, CheckpointConfig(async_save=async_save, keep_last=1), 0, 1, {})
+
+
+def _dd_seconds(workdir: Path, nbytes: int) -> float:
+    """Seconds for dd to write `nbytes` (in 16 MiB blocks) to a new file and fdatasync it."""
+    out = workdir / "dd.bin"
+    t0 = time.perf_counter()
+    subprocess.run(
+        ["dd", "if=/dev/zero", f"of={out}", "bs=16M", f"count={max(1, nbytes >> 24)}"]
+        + ["conv=fdatasync"],
+        check=True,
+        capture_output=True,
+    )
+    seconds = time.perf_counter() - t0
+    out.unlink()
+    return seconds
 
 
 def _time_load(root: Path, model, optim) -> tuple[float, float]:
@@ -74,24 +98,38 @@ def _time_load(root: Path, model, optim) -> tuple[float, float]:
 def bench_size(size: str, repeats: int, workdir: Path) -> dict:
     cfg, model, optim = _model_and_optim(size)
     root = workdir / size
-    saves, asyncs, loads = [], [], []
-    for _ in range(repeats):
-        asyncs.append(_time_save(root, model, optim, async_save=True))
-        saves.append(_time_save(root, model, optim, async_save=False))
+    saves, asyncs, loads, dds = [], [], [], []
+    # one async Checkpointer for the run, as in training: its first save allocates the buffer
+    runs = _checkpointer(workdir / f"{size}-async", async_save=True)
+    first = _time_save(runs, 1, model, optim)
+    for r in range(repeats):
+        asyncs.append(_time_save(runs, r + 2, model, optim))
+        saves.append(_time_save(_checkpointer(root, async_save=False), 1, model, optim))
         loads.append(_time_load(root, model, optim))
-    nbytes = sum(f.stat().st_size for f in (root / "step1").iterdir())
+        nbytes = sum(f.stat().st_size for f in (root / "step1").iterdir())
+        dds.append(_dd_seconds(workdir, nbytes))
     shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(workdir / f"{size}-async", ignore_errors=True)
+    gb, save_s, dd_s = nbytes / 1e9, min(s[1] for s in saves), min(dds)
+    dd_bytes = max(1, nbytes >> 24) << 24
+    blocking = min(b for b, _ in asyncs)
     return {
         "size": size,
         "params": cfg.num_params(),
         "model": SIZES[size],
         "checkpoint_bytes": nbytes,
-        "save_s": round(min(s[1] for s in saves), 3),
+        "save_s": round(save_s, 3),
         "verify_s": round(min(v for v, _ in loads), 3),
         "load_s": round(min(tot for _, tot in loads), 3),
-        "async_blocking_s": round(min(b for b, _ in asyncs), 3),
+        "async_blocking_s": round(blocking, 3),
+        "async_blocking_s_per_GB": round(blocking / gb, 3),
+        "async_first_blocking_s": round(first[0], 3),
         "async_total_s": round(min(t for _, t in asyncs), 3),
-        "save_MB_per_s": round(nbytes / 1e6 / min(s[1] for s in saves), 1),
+        "save_MB_per_s": round(nbytes / 1e6 / save_s, 1),
+        "disk_write_GB_per_s": round(dd_bytes / 1e9 / dd_s, 3),
+        "sync_fraction_of_disk": round((nbytes / save_s) / (dd_bytes / dd_s), 3),
+        "goal_async_s_per_GB": 0.5,
+        "goal_sync_fraction": 0.6,
         "repeats": repeats,
         "world_size": 1,
     }

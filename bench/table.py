@@ -46,11 +46,18 @@ def _throughput(r: dict[str, Any]) -> Row:
 
 
 def _checkpoint(r: dict[str, Any]) -> Row:
-    return (
-        f"checkpoint save / load / async-blocking, {r['params'] / 1e6:.0f}M params",
-        f"{r['save_s']} / {r['load_s']} / {r['async_blocking_s']} s",
-        "—",
+    what = f"checkpoint save / load / async-blocking, {r['params'] / 1e6:.0f}M params"
+    res = f"{r['save_s']} / {r['load_s']} / {r['async_blocking_s']} s"
+    if "disk_write_GB_per_s" not in r:  # records before the disk was measured beside them
+        return what, res, "—"
+    what += f" ({r['checkpoint_bytes'] / 1e9:.2f} GB)"
+    res += (
+        f"; blocking **{r['async_blocking_s_per_GB']} s/GB** (first save "
+        f"{r['async_first_blocking_s']} s); sync {r['save_MB_per_s'] / 1e3:.2f} GB/s = "
+        f"**{100 * r['sync_fraction_of_disk']:.0f}%** of dd's {r['disk_write_GB_per_s']} GB/s"
     )
+    goal = f"async ≤ {r['goal_async_s_per_GB']} s/GB; sync ≥ {100 * r['goal_sync_fraction']:.0f}% of dd"
+    return what, res, goal
 
 
 def _data(r: dict[str, Any]) -> Row:

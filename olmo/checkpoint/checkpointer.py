@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+from torch.distributed._state_dict_utils import _copy_state_dict, _create_cpu_state_dict
 from torch.distributed.checkpoint.state_dict import (
     get_state_dict,
     set_model_state_dict,
@@ -54,11 +55,42 @@ CONTENTS = ["model", "optim", "trainer", "data_loader", "rng"]
 
 @dataclass
 class _PendingSave:
-    future: Any
-    tmp: Path
+    future: Future[None]
     step: int
-    trainer_state: str
-    blocking_s: float = 0.0
+
+
+class HostBuffer:
+    """A host copy of the state dict for async saves: allocated at the first save (and again only
+    when the state's layout changes, e.g. another optimizer), refilled with `copy_` at later ones,
+    so training waits for one memory copy and never for an allocation of checkpoint size."""
+
+    def __init__(self) -> None:
+        self._copy: dict[str, Any] | None = None
+        self._layout: list[tuple[str, str, tuple[int, ...], str]] | None = None
+        self.allocations = 0
+        """How many times the buffer was (re)allocated."""
+
+    @torch.no_grad()
+    def stage(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The state with every tensor replaced by its copy in the buffer (containers are new;
+        numbers and strings are immutable), safe to write while training changes the original."""
+        layout = _layout(state)
+        if layout != self._layout:
+            self._copy, self._layout = _create_cpu_state_dict(state), layout
+            self.allocations += 1
+        return _copy_state_dict(state, self._copy)
+
+
+def _layout(obj: Any, path: str = "") -> list[tuple[str, str, tuple[int, ...], str]]:
+    """Every tensor's (path, type, local shape, dtype): equal layouts can share one buffer."""
+    if isinstance(obj, torch.Tensor):
+        local = obj.to_local() if hasattr(obj, "to_local") else obj
+        return [(path, type(obj).__name__, tuple(local.shape), str(obj.dtype))]
+    if isinstance(obj, dict):
+        return [e for k, v in obj.items() for e in _layout(v, f"{path}/{k}")]
+    if isinstance(obj, (list, tuple)):
+        return [e for i, v in enumerate(obj) for e in _layout(v, f"{path}/{i}")]
+    return [(path, type(obj).__name__, (), "")]
 
 
 class Checkpointer:
@@ -73,19 +105,10 @@ class Checkpointer:
             # A dedicated group: async DCP on the default group breaks once training issues
             # collectives before the save finishes.
             self._group = dist.new_group(backend="gloo")
-        self._stager = None
-        if cfg.async_save:
-            # One stager for the run: it keeps its host copy between saves instead of
-            # allocating model + optimizer bytes again at every save. Staging stays synchronous:
-            # the next optimizer step changes the tensors it copies.
-            self._stager = DefaultStager(
-                StagingOptions(
-                    use_pinned_memory=torch.cuda.is_available(),
-                    use_shared_memory=False,
-                    use_async_staging=False,
-                    use_non_blocking_copy=False,
-                )
-            )
+        self._buffer = HostBuffer()
+        # One writer thread: an async save's planning, writing, checksums and commit run there
+        # (in order, one save at a time) while training goes on.
+        self._writer = ThreadPoolExecutor(1, "checkpoint-writer") if cfg.async_save else None
         self.last_save_time = time.monotonic()
         self.last_blocking_s = 0.0
         """Seconds the last save() kept training waiting (all of it when synchronous)."""
@@ -93,7 +116,8 @@ class Checkpointer:
         """The step of the last save() of this process (committed, or pending when async)."""
         self.on_written: Callable[[int], None] | None = None
         """Called on every rank with the step once its shards are written, before the commit
-        (the trainer's fault injection kills a rank here in tests)."""
+        (the trainer's fault injection kills a rank here in tests). With async_save it runs on
+        the writer thread."""
         self.on_point: Callable[[str, int], None] | None = None
         """Called on rank 0 inside the commit of a step: ("renamed", step) once `stepN` is in
         place, before `latest` moves; ("deleting", step) before each old checkpoint keep_last
@@ -116,21 +140,18 @@ class Checkpointer:
         tmp = self._fresh_tmp(step)
         model_sd, optim_sd = get_state_dict(model, optim)
         state = {"model": model_sd, "optim": optim_sd}
-        torch.save(_rng_state(), tmp / f"rng-rank{self.rank}.pt")
+        rng = _rng_state()  # copies: later draws do not change them
         # serialized now: with async_save the trainer moves on before the commit writes it
         state_json = json.dumps(trainer_state, indent=1, sort_keys=True)
-        if self.cfg.async_save:
-            # The stager copies the tensors before async_save returns; the writing is threaded.
-            fut = dcp.async_save(
-                state, checkpoint_id=str(tmp), process_group=self._group, async_stager=self._stager
-            )
-            self._pending = _PendingSave(fut, tmp, step, state_json)
+        if self._writer is not None:
+            # Training waits only for the copy into the reused host buffer; the rest is threaded.
+            staged = self._buffer.stage(state)
+            blocked = time.perf_counter() - t0
+            job = self._writer.submit(self._write, tmp, step, staged, rng, state_json, t0, blocked)
+            self._pending = _PendingSave(job, step)
         else:
-            dcp.save(state, checkpoint_id=str(tmp))
-            self._commit_everywhere(tmp, step, state_json, time.perf_counter() - t0)
-        blocked = time.perf_counter() - t0
-        if self._pending is not None:
-            self._pending.blocking_s = blocked
+            self._write(tmp, step, state, rng, state_json, t0)
+            blocked = time.perf_counter() - t0
         self.last_save_time, self.last_blocking_s, self.saved_step = time.monotonic(), blocked, step
         if self.rank == 0:
             how = " (async: files are written in the background)" if self.cfg.async_save else ""
@@ -144,17 +165,33 @@ class Checkpointer:
         _barrier()
         return tmp
 
+    def _write(
+        self,
+        tmp: Path,
+        step: int,
+        state: dict[str, Any],
+        rng: dict[str, Any],
+        state_json: str,
+        t0: float,
+        blocking_s: float | None = None,
+    ) -> None:
+        """Shards, RNG state, then the commit on every rank in order. Async saves run it on the
+        writer thread on their own process group, blocking_s known; synchronous ones on the
+        training thread, blocking from t0 (save's start) to the commit."""
+        torch.save(rng, tmp / f"rng-rank{self.rank}.pt")
+        dcp.save(state, checkpoint_id=str(tmp), process_group=self._group)
+        blocked = time.perf_counter() - t0 if blocking_s is None else blocking_s
+        self._commit_everywhere(tmp, step, state_json, blocked, self._group)
+
     def wait(self) -> None:
-        """Finish a pending async save (all ranks), then commit it on rank 0."""
+        """Finish a pending async save: its shards written and committed on every rank (an
+        error in the writer thread is raised here)."""
         if self._pending is None:
             return
         pending, self._pending = self._pending, None
         t0 = time.perf_counter()
         pending.future.result()
         waited = time.perf_counter() - t0
-        self._commit_everywhere(
-            pending.tmp, pending.step, pending.trainer_state, pending.blocking_s, self._group
-        )
         if self.rank == 0 and waited > 0.01:
             log.info("checkpoint step %d: waited %.3f s for the async write", pending.step, waited)
 

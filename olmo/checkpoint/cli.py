@@ -1,4 +1,5 @@
-"""`olmo checkpoint info|verify|consolidate`: look into, check and export sharded checkpoints."""
+"""`olmo checkpoint info|verify|consolidate|average`: look into, check, export and average
+sharded checkpoints."""
 
 from __future__ import annotations
 
@@ -119,8 +120,18 @@ def _consolidate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _average(args: argparse.Namespace) -> int:
+    from olmo.checkpoint.average import average_checkpoints, parse_weights
+
+    weights = parse_weights(args.weights) if args.weights is not None else None
+    info = average_checkpoints(args.checkpoints, args.out, weights, verify=not args.no_verify)
+    sources = ", ".join(f"{s['path']} ×{s['weight']:g}" for s in info["averaged_from"])
+    print(f"{args.out}: weighted mean of {sources} (weights only)")
+    return 0
+
+
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register `olmo checkpoint` with `info`, `verify` and `consolidate`."""
+    """Register `olmo checkpoint` with `info`, `verify`, `consolidate` and `average`."""
     top = subparsers.add_parser(
         "checkpoint",
         help="inspect, verify or export sharded (DCP) checkpoints",
@@ -158,3 +169,18 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["torch", "hf"], default="torch", help="default: torch")
     p.add_argument("--no-verify", action="store_true", help="skip the checksum pass")
     p.set_defaults(func=_consolidate)
+    p = sub.add_parser(
+        "average",
+        help="weighted mean of several checkpoints' weights (model soup)",
+        description="Write OUT, a weights-only checkpoint holding the element-wise weighted mean "
+        "of the checkpoints' model weights (written by any number of ranks; read one tensor at "
+        "a time; the first one's config). `olmo train --checkpoint.load=OUT`, `olmo eval` and "
+        "`olmo convert to-hf` accept it. The inputs are checksummed first.",
+    )
+    p.add_argument("checkpoints", metavar="CKPT", nargs="+", help="checkpoint or run dirs")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new directory")
+    p.add_argument(
+        "--weights", metavar="W1,W2,...", help="one per checkpoint, normalised (default: equal)"
+    )
+    p.add_argument("--no-verify", action="store_true", help="skip the checksum pass")
+    p.set_defaults(func=_average)

@@ -226,12 +226,15 @@ class SafePlanner(DefaultLoadPlanner):
             self.state_dict[fqn] = obj
 
 
-def dcp_load(state: dict[str, Any], ckpt: Path, no_dist: bool = False) -> None:
-    """dcp.load through SafeReader and SafePlanner; any failure is one OlmoError line."""
+def dcp_load(
+    state: dict[str, Any], ckpt: Path, no_dist: bool = False, reader: SafeReader | None = None
+) -> None:
+    """dcp.load through SafeReader (or `reader`, one reused across loads) and SafePlanner; any
+    failure is one OlmoError line."""
     try:
         dcp.load(
             state,
-            storage_reader=SafeReader(str(ckpt)),
+            storage_reader=reader or SafeReader(str(ckpt)),
             planner=SafePlanner(Path(ckpt)),
             no_dist=no_dist,
         )
