@@ -68,7 +68,23 @@ class Config:
         if self.optim.momentum < 0:
             raise OlmoError(f"optim.momentum must be >= 0, got {self.optim.momentum}")
         self._check_wsd()
+        self._check_allow_change()
         return self
+
+    def _check_allow_change(self) -> None:
+        """Each train.allow_change name is a key or a section: a typo would allow nothing."""
+        allow = self.train.allow_change
+        names = [n.strip() for n in (allow.split(",") if isinstance(allow, str) else allow)]
+        keys: set[str] = set()
+        for key in _dotted_keys(config_to_dict(self)):
+            parts = key.split(".")
+            keys.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        for name in names:
+            if name and name not in keys:
+                raise OlmoError(
+                    f"train.allow_change: '{name}' is not a config key or section; name keys "
+                    "as the refusal lists them (e.g. optim.lr)"
+                )
 
     def _check_wsd(self) -> None:
         sched = self.scheduler
@@ -80,6 +96,16 @@ class Config:
                 f"scheduler.decay=wsd needs scheduler.decay_steps in 1..{room} (max_steps - "
                 f"warmup_steps), got {sched.decay_steps}"
             )
+
+
+def _dotted_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.extend(_dotted_keys(v, f"{prefix}{k}."))
+        else:
+            out.append(f"{prefix}{k}")
+    return out
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

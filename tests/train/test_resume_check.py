@@ -123,6 +123,8 @@ def test_bad_schedules_are_one_line_errors(tmp_path: Path):
         OlmoError, match=r"scheduler.decay=wsd needs scheduler.decay_steps in 1\.\.95"
     ):
         load_config("configs/tiny.yaml", [*BASE, "--train.max_steps=100", "--scheduler.decay=wsd"])
+    with pytest.raises(OlmoError, match="train.allow_change: 'optim.lrr' is not a config key"):
+        load_config("configs/tiny.yaml", [*BASE, "--train.allow_change=optim.lr,optim.lrr"])
     cfg = load_config("configs/tiny.yaml", [*BASE, "--scheduler.decay=anneal"])
     empty = Checkpointer(tmp_path / "checkpoints", cfg.checkpoint, 0, 1, {})
     with pytest.raises(OlmoError, match="anneal starts from a checkpoint: set checkpoint.load"):
