@@ -88,7 +88,7 @@ def load_steps(run_dir: Path) -> list[dict[str, Any]]:
     for n, rec in lines:
         check_record(rec, f"{path}:{n}", STEP_FIELDS, "repair or delete the line")
         if isinstance(rec.get("step"), int) and isinstance(rec.get("time"), _NUM):
-            by_step[rec["step"]] = rec
+            by_step[rec["step"]] = {**rec, "attempt": rec.get("attempt", 1)}  # older records
     return [by_step[s] for s in sorted(by_step)]
 
 

@@ -17,7 +17,8 @@ from olmo.observe.report import write_report
 from olmo.observe.rundata import load_run
 
 
-def _steps(run: Path, attempt: int, times: dict[int, float], extra: dict | None = None) -> None:
+def _steps(run: Path, attempt: int | None, times: dict[int, float], extra: dict | None = None):
+    """metrics.jsonl records (attempt None: an older record without the field, attempt 1)."""
     with open(run / "metrics.jsonl", "a") as f:
         for step, t in times.items():
             rec = {
@@ -27,7 +28,7 @@ def _steps(run: Path, attempt: int, times: dict[int, float], extra: dict | None 
                 "loss": 5.0,
                 **(extra or {}).get(step, {}),
             }
-            f.write(json.dumps(rec) + "\n")
+            f.write(json.dumps({k: v for k, v in rec.items() if v is not None}) + "\n")
 
 
 def _ev(run: Path, event: str, when: float, attempt: int | None, step=None, **detail) -> None:
@@ -102,7 +103,7 @@ def test_goodput_and_lost_time_of_a_killed_attempt(killed_run: Path, exact_end: 
 def test_a_hang_costs_the_time_after_the_last_step(tmp_path: Path):
     run = tmp_path / "run"
     _ev(run, "attempt_start", 2000.0, 1)
-    _steps(run, 1, {s: 2000.0 + s for s in range(1, 5)})
+    _steps(run, None, {s: 2000.0 + s for s in range(1, 5)})
     _ev(run, "crash", 2034.0, 1, step=4, type="hang", message="no step for 30 s", rank=0,
         host="n3", stacks="stacks/rank0.txt")  # fmt: skip
     _ev(run, "attempt_end", 2034.0, 1, reason="hang", exit_code=86)
