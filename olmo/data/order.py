@@ -128,8 +128,10 @@ class MixtureOrder:
         for e in np.unique(epochs).tolist():
             key = (s, e)
             if key not in self._perms:
-                if len(self._perms) > 4 * len(self.sizes):
-                    self._perms.clear()
+                # Two epochs kept per source (as SingleOrder): a permutation is 8 bytes/instance.
+                older = [k for k in self._perms if k[0] == s]
+                if len(older) >= 2:
+                    del self._perms[min(older)]
                 gen = np.random.Generator(np.random.PCG64([self.seed, e, s + 1]))
                 self._perms[key] = gen.permutation(n)
             sel = epochs == e

@@ -108,6 +108,16 @@ def test_mixture_follows_weights_on_any_world_size(two_sources: DataConfig):
     assert not np.array_equal(other.global_indices(0), one.global_indices(0))
 
 
+def test_mixture_holds_out_the_tail_of_its_last_source(two_sources: DataConfig):
+    loader, held_out = build_train_data(two_sources, 3, 16, 10)
+    assert loader.order.sizes == [300, 120] and len(held_out) == 10
+    assert held_out.get_batch(np.arange(10)).min() >= 1000  # source "b"'s last 10 instances
+    ids = np.concatenate([loader.global_indices(s) for s in range(100)])
+    assert ids.max() < 420  # never trained on
+    with pytest.raises(OlmoError, match=r"eval_holdout_instances=130: the last of data\.sources"):
+        build_train_data(two_sources, 3, 16, 130)
+
+
 def test_mixture_config_errors(two_sources: DataConfig):
     a, b = two_sources.sources
     cases = [
