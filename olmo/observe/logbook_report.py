@@ -288,13 +288,14 @@ def summarize_events(events: list[dict[str, Any]], steps: list[dict[str, Any]]) 
 
 
 def failure_hosts(events: list[dict[str, Any]]) -> list[str]:
-    """Nodes named by node_failure events and the hosts of crashes (watchdog hangs included)."""
+    """Nodes named by node_failure events and the hosts of crashes (watchdog hangs included),
+    not of a rank whose error only says that a peer died (`peer_lost`)."""
     hosts: set[str] = set()
     for ev in events:
         if ev["event"] == "node_failure":
             nodes = ev["detail"].get("nodes") or []
             hosts.update([nodes] if isinstance(nodes, str) else map(str, nodes))
-        elif ev["event"] == "crash":
+        elif ev["event"] == "crash" and not ev["detail"].get("peer_lost"):  # not a bystander
             hosts.add(str(ev["detail"].get("host") or ev.get("host") or "?"))
     return sorted(hosts)
 

@@ -106,6 +106,8 @@ def test_a_hang_costs_the_time_after_the_last_step(tmp_path: Path):
     _steps(run, None, {s: 2000.0 + s for s in range(1, 5)})
     _ev(run, "crash", 2034.0, 1, step=4, type="hang", message="no step for 30 s", rank=0,
         host="n3", stacks="stacks/rank0.txt")  # fmt: skip
+    _ev(run, "crash", 2034.5, 1, type="RuntimeError", message="Connection closed by peer",
+        rank=1, host="n4", peer_lost=True)  # fmt: skip
     _ev(run, "attempt_end", 2034.0, 1, reason="hang", exit_code=86)
     s = summarize(run)
     assert s["wall_s"] == pytest.approx(34) and s["productive_s"] == pytest.approx(4)
