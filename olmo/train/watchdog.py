@@ -216,6 +216,8 @@ class Supervisor:
         return code
 
     def _forward(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGINT and _terminal_signals_child():
+            return  # Ctrl-C already reached the child: a second one would break its clean-up
         if self.child is None:
             self.pending.append(signum)
         elif self.child.poll() is None:
@@ -294,6 +296,15 @@ class Supervisor:
         self.child.kill()
         self.child.wait()
         return WATCHDOG_EXIT_CODE
+
+
+def _terminal_signals_child() -> bool:
+    """True when we run in the terminal's foreground process group (the child shares it), so
+    the terminal's SIGINT went to the child as well."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError):  # no terminal (batch jobs, launchers): forward it
+        return False
 
 
 def _pidfd(pid: int) -> int | None:
