@@ -63,6 +63,9 @@ def test_summary_matches_metrics(requeued_run, report):
     tps = sorted(m["tokens_per_s"] for m in metrics)
     assert s["median_tokens_per_s"] == pytest.approx((tps[9] + tps[10]) / 2)
     assert s["mfu"] is None  # CPU: no bf16 peak
+    assert 0 < s["goodput"] < 1 and s["logbook"]["restarts"] == {"killed": 1, "requeue_signal": 1}
+    incidents = [(e["attempt"], e["detail"]["reason"]) for e in s["incidents"]]
+    assert incidents == [(1, "requeue_signal"), (2, "killed")]  # the ends that were not completed
     assert (
         s["flops_per_token"]
         == 6 * (2 * (4 * 64 * 64 + 3 * 64 * 256) + 50304 * 64) + 12 * 2 * 64 * 32
@@ -70,7 +73,8 @@ def test_summary_matches_metrics(requeued_run, report):
     md = (report / "summary.md").read_text()
     for text in ("| steps | 20 of 20 |", "| tokens | 5,120 |", "| restarts | 2 (3 attempts) |",
                  f"| final train loss | {last['loss']:.4f} (step 20) |",
-                 f"| final eval loss | {evals[-1]['eval_loss']:.4f} (step 20) |", "| MFU | n/a (CPU) |"):  # fmt: skip
+                 f"| final eval loss | {evals[-1]['eval_loss']:.4f} (step 20) |", "| MFU | n/a (CPU) |",
+                 f"| goodput | {100 * s['goodput']:.1f}% ", "## Incidents"):  # fmt: skip
         assert text in md, text
     # Attempts table: attempt 2's steps past the step-10 checkpoint were superseded by attempt 3.
     s1 = max(m["step"] for m in metrics if m["attempt"] == 1)
