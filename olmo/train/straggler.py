@@ -5,7 +5,8 @@ A rank's busy time is the host time from the start of its step (after the previo
 agreement) to the end of its step's work, so the time it waits at the boundary for a slower peer
 is not counted: the slow rank shows, its peers do not. A rank slower than factor × median for
 `intervals` log intervals in a row is named once per streak: a `straggler` logbook event with its
-host, a `stragglers` field on the interval's metrics records (and so wandb), and with
+host (wandb shows logbook events too), `stragglers` on the metrics records while it stays slow
+(each record also has `straggler_ratio`, the slowest rank's time over the median), and with
 `restart.exclude_stragglers` in the cluster profile its host goes into RUN_DIR/failed_nodes.txt,
 which the batch script excludes on the next requeue.
 """
@@ -123,8 +124,11 @@ class StragglerMonitor(Callback):
             named.append(entry)
             if self.streak[rank] == self.cfg.intervals:
                 self._name(trainer, records[-1]["step"], entry, times_s[rank], med)
-        for rec in records if named else []:
-            rec["stragglers"] = named
+        for rec in records:
+            if len(times_s) > 1 and med > 0:  # numeric: wandb plots it as train/straggler_ratio
+                rec["straggler_ratio"] = max(times_s) / med
+            if named:
+                rec["stragglers"] = named
 
     def _name(
         self, trainer: Trainer, step: int, entry: dict[str, Any], time_s: float, med: float
