@@ -88,6 +88,17 @@ def test_rendered_script_has_restart_options():
     assert "doctor --expect-devices=1 --kind=cpu --transport=sockets --size-mb=16" in text
 
 
+def test_exclude_stragglers_reaches_the_trainer():
+    """restart.exclude_stragglers exports the variable the trainer's straggler monitor reads."""
+    from olmo.slurm import EXCLUDE_STRAGGLERS_ENV
+
+    prof = load_profile("local")
+    spec = JobSpec("configs/tiny.yaml", "runs/x", [])
+    assert EXCLUDE_STRAGGLERS_ENV not in render(prof, spec)
+    prof.restart.exclude_stragglers = True
+    assert f"export {EXCLUDE_STRAGGLERS_ENV}=1\n" in render(prof, spec)
+
+
 def test_container_lines():
     lumi = (repo_root() / "slurm" / "lumi.sbatch").read_text()
     assert (
