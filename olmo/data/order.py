@@ -77,6 +77,7 @@ class MixtureOrder:
         self.counts = block_counts(weights)
         self._labels: dict[int, np.ndarray] = {}
         self._perms: dict[tuple[int, int], np.ndarray] = {}
+        self._walks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def align(self, position: int, size: int) -> int:
         return position  # every source's stream is endless: no epoch to align to
@@ -103,6 +104,16 @@ class MixtureOrder:
         return self._walk(start, size)[0]
 
     def _walk(self, start: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        # A batch is walked by the prefetch, then for its hash and source counts: keep the last few.
+        key = (start, size)
+        if key not in self._walks:
+            if len(self._walks) >= 16:
+                del self._walks[next(iter(self._walks))]
+            self._walks[key] = self._walk_blocks(start, size)
+        ids, labels = self._walks[key]
+        return ids.copy(), labels.copy()
+
+    def _walk_blocks(self, start: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         ids, labels = np.empty(size, np.int64), np.empty(size, np.int64)
         done = 0
         while done < size:
