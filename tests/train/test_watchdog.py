@@ -109,7 +109,7 @@ def test_gil_holding_child_leaves_its_stacks_and_exits_86(tmp_path: Path):
 def test_exit_code_and_death_by_signal_pass_through(tmp_path: Path, mode: str, code: int):
     """The supervisor ends as its child did: the same code, or killed by the same signal (so
     srun and torchrun report the same death); a disarmed watchdog never fires."""
-    proc = supervised(tmp_path / "run", mode, timeout=0.5, code=code)
+    proc = supervised(tmp_path / "run", mode, timeout=0.3, code=code)
     err = finish(proc)
     assert proc.returncode == code, err
     assert not (tmp_path / "run" / "stacks").exists()
