@@ -154,9 +154,10 @@ def _stack_dumps_since(run_dir: Path, since: float) -> list[Path]:
 
 def inferred_end(run_dir: str | os.PathLike, events: list[dict[str, Any]], attempt: int) -> dict:
     """How an attempt that wrote no `attempt_end` ended, decided from what it left behind:
-    `hang` (a watchdog `crash` event, or stack dumps written during the attempt), `crash` (a rank
-    raised an exception other than losing a peer), else `killed` (a rank died without a word:
-    SIGKILL, OOM killer, node loss; its peers only saw it vanish, or got torchrun's SIGTERM).
+    `crash` (a rank raised an exception other than losing a peer), else `hang` (a watchdog
+    `crash` event, or stack dumps written during the attempt), else `killed` (a rank died
+    without a word: SIGKILL, OOM killer, node loss; its peers only saw it vanish, or got
+    torchrun's SIGTERM).
 
     Returns the attempt_end fields: `detail` and `when` (the attempt's last sign of life)."""
     run_dir = Path(run_dir)
@@ -167,13 +168,14 @@ def inferred_end(run_dir: str | os.PathLike, events: list[dict[str, Any]], attem
     # its ranks' own events: the launchers' (rank null, e.g. node_failure) come after its end
     times = [e["time"] for e in mine if e["rank"] is not None] + _metrics_times(run_dir, attempt)
     detail: dict[str, Any] = {"inferred": True}
-    if any(c["detail"].get("type") == "hang" for c in crashes) or dumps:
+    own = [c for c in crashes if not c["detail"].get("peer_lost")]
+    if any(c["detail"].get("type") != "hang" for c in own):
+        detail["reason"] = "crash"  # first: its peers may then hang (or die) waiting for it
+    elif own or dumps:
         detail["reason"] = "hang"
         times += [p.stat().st_mtime for p in dumps]
         if dumps:
             detail["stacks"] = [str(p.relative_to(run_dir)) for p in dumps]
-    elif any(not c["detail"].get("peer_lost") for c in crashes):
-        detail["reason"] = "crash"
     else:
         detail["reason"] = "killed"
     return {"detail": detail, "when": max(times, default=start)}

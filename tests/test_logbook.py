@@ -47,6 +47,8 @@ def test_a_peer_crash_or_a_watchdog_dump_names_the_cause(tmp_path: Path):
     for run in (crashed, hung, dumped):
         append_event(run, "attempt_start", attempt=1, when=100.0)
     append_event(crashed, "crash", attempt=1, rank=1, detail={"type": "ValueError"}, when=101.0)
+    # rank 0 then waits for rank 1 in a collective until its watchdog calls it a hang
+    append_event(crashed, "crash", attempt=1, rank=0, detail={"type": "hang"}, when=104.0)
     append_event(hung, "crash", attempt=1, rank=0, detail={"type": "hang"}, when=102.0)
     (dumped / "stacks").mkdir()
     old = dumped / "stacks" / "rank1.txt"

@@ -13,14 +13,13 @@ import json
 import math
 import os
 import re
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from olmo.checkpoint.layout import MARKER, step_dir
-from olmo.logbook import append_event, read_events
+from olmo.logbook import append_event, node_name, read_events
 from olmo.slurm import REQUEUE_EXIT_CODE
 from olmo.train.callbacks import Callback
 
@@ -106,7 +105,7 @@ def attempt_failed(
             "type": type(exc).__name__,
             "message": str(exc)[:2000],
             "rank": rank,
-            "host": socket.gethostname(),
+            "host": node_name(),  # as node lists and node_failure name it
             "peer_lost": lost,
         }
         append_event(run_dir, "crash", attempt=attempt, step=step, rank=rank, detail=detail)
@@ -123,10 +122,13 @@ def _peer_crashed(run_dir: Path, attempt: int, wait_s: float = 2.0) -> bool:
     its process exits, i.e. before its peers notice; `wait_s` covers a slow shared file system)."""
     end = time.monotonic() + wait_s
     while True:
-        for e in read_events(run_dir, strict=False):
-            d = e["detail"]
-            if e["event"] == "crash" and e["attempt"] == attempt and d.get("rank") != 0:
-                return not d.get("peer_lost") and d.get("type") != "hang"
+        crashes = [
+            e["detail"]
+            for e in read_events(run_dir, strict=False)
+            if e["event"] == "crash" and e["attempt"] == attempt and e["rank"] != 0
+        ]
+        if any(not d.get("peer_lost") and d.get("type") != "hang" for d in crashes):
+            return True
         if time.monotonic() >= end:
             return False
         time.sleep(0.2)
