@@ -154,10 +154,10 @@ def _stack_dumps_since(run_dir: Path, since: float) -> list[Path]:
 
 def inferred_end(run_dir: str | os.PathLike, events: list[dict[str, Any]], attempt: int) -> dict:
     """How an attempt that wrote no `attempt_end` ended, decided from what it left behind:
-    `crash` (a rank raised an exception other than losing a peer), else `hang` (a watchdog
-    `crash` event, or stack dumps written during the attempt), else `killed` (a rank died
-    without a word: SIGKILL, OOM killer, node loss; its peers only saw it vanish, or got
-    torchrun's SIGTERM).
+    `crash` (a rank raised an exception other than losing a peer), else `killed` when the batch
+    script booked a node of it as failed, else `hang` (a watchdog `crash` event, or stack dumps
+    written during the attempt), else `killed` (a rank died without a word: SIGKILL, OOM killer,
+    node loss; its peers only saw it vanish, or got torchrun's SIGTERM).
 
     Returns the attempt_end fields: `detail` and `when` (the attempt's last sign of life)."""
     run_dir = Path(run_dir)
@@ -171,6 +171,8 @@ def inferred_end(run_dir: str | os.PathLike, events: list[dict[str, Any]], attem
     own = [c for c in crashes if not c["detail"].get("peer_lost")]
     if any(c["detail"].get("type") != "hang" for c in own):
         detail["reason"] = "crash"  # first: its peers may then hang (or die) waiting for it
+    elif any(e["event"] == "node_failure" for e in mine):
+        detail["reason"] = "killed"  # a node died: the survivors' watchdogs may fire after
     elif own or dumps:
         detail["reason"] = "hang"
         times += [p.stat().st_mtime for p in dumps]

@@ -35,6 +35,8 @@ def test_a_silent_attempt_is_killed_at_its_last_sign_of_life(tmp_path: Path):
     _metrics(tmp_path, (6, 1, 120.0), (7, 1, 130.0), (3, 0, 999.0))
     # the batch script of the next job books the dead node to this attempt, later
     append_event(tmp_path, "node_failure", attempt=1, detail={"nodes": ["n1"]}, when=160.0)
+    # the survivor's watchdog fired while it waited for the dead node
+    append_event(tmp_path, "crash", attempt=1, rank=1, detail={"type": "hang"}, when=128.0)
     (written,) = close_open_attempts(tmp_path)
     assert written["detail"] == {"reason": "killed", "inferred": True}
     assert written["time"] == 130.0 and written["attempt"] == 1
