@@ -5,8 +5,10 @@ the kills, hangs and NaNs):
                           by SPIKE_FACTOR for that step's forward/backward and restores it exactly
                           before the update (a power of two), so the real loss jumps; fires once
                           per run dir, so a rollback's replay of step N runs clean.
-  slow@rank=R,factor=F    rank R's steps take F× as long (it sleeps (F − 1)× its own step time
-                          at the end of each step): a straggler for train.straggler.*.
+  slow@rank=R,factor=F[,from=N]
+                          rank R's steps (from step N on; default 1) take F× as long (it sleeps
+                          (F − 1)× its own step time at the end of each step): a straggler for
+                          train.straggler.*.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ SPIKE_FACTOR = 16.0
 """Scale of the head weight in a spike drill: logits ×16 turn a trained model's loss into many
 times its value."""
 _SPIKE_RE = re.compile(r"^spike@step=(\d+)$")
-_SLOW_RE = re.compile(r"^slow@rank=(\d+),factor=(\d+(?:\.\d+)?)$")
+_SLOW_RE = re.compile(r"^slow@rank=(\d+),factor=(\d+(?:\.\d+)?)(?:,from=(\d+))?$")
 
 
 def is_drill(part: str) -> bool:
@@ -39,8 +41,9 @@ def is_drill(part: str) -> bool:
     return part.startswith(("spike@", "slow@"))
 
 
-def parse_drills(text: str) -> tuple[list[int], dict[int, float]]:
-    """(spike steps, {rank: slow factor}) from $OLMO_FAULT_INJECT; other parts are ignored."""
+def parse_drills(text: str) -> tuple[list[int], dict[int, tuple[float, int]]]:
+    """(spike steps, {rank: (slow factor, from step)}) from $OLMO_FAULT_INJECT; other parts are
+    ignored."""
     from olmo.errors import OlmoError
     from olmo.train.fault import FAULT_ENV
 
@@ -51,7 +54,7 @@ def parse_drills(text: str) -> tuple[list[int], dict[int, float]]:
         if m := _SPIKE_RE.match(part):
             spikes.append(int(m.group(1)))
         elif (m := _SLOW_RE.match(part)) and float(m.group(2)) >= 1:
-            slow[int(m.group(1))] = float(m.group(2))
+            slow[int(m.group(1))] = (float(m.group(2)), int(m.group(3) or 1))
         else:
             raise OlmoError(
                 f"{FAULT_ENV}: cannot parse '{part}'; expected e.g. spike@step=12 or "
@@ -63,8 +66,11 @@ def parse_drills(text: str) -> tuple[list[int], dict[int, float]]:
 class Drills(Callback):
     """Acts out the spike and slow drills on this rank."""
 
-    def __init__(self, spikes: list[int], slow_factor: float, rank: int, run_dir: Path):
-        self.spikes, self.slow_factor = spikes, slow_factor
+    def __init__(
+        self, spikes: list[int], slow: tuple[float, int], rank: int, run_dir: Path
+    ) -> None:
+        """`slow`: (factor, first step) of this rank's slowdown; factor 1 = none."""
+        self.spikes, (self.slow_factor, self.slow_from) = spikes, slow
         self.rank, self.run_dir = rank, run_dir
         self._scaled: torch.Tensor | None = None
         self._t0 = 0.0
@@ -76,7 +82,7 @@ class Drills(Callback):
         spikes, slow = parse_drills(os.environ.get(FAULT_ENV, ""))
         if not spikes and not slow:
             return None
-        return cls(spikes, slow.get(rank, 1.0), rank, run_dir)
+        return cls(spikes, slow.get(rank, (1.0, 1)), rank, run_dir)
 
     def _fire_once(self, step: int) -> bool:
         marker = self.run_dir / f".drill-spike{step}-rank{self.rank}"
@@ -101,5 +107,5 @@ class Drills(Callback):
             self._scaled = None
 
     def post_step(self, trainer: Trainer, step: int) -> None:
-        if self.slow_factor > 1:
+        if self.slow_factor > 1 and step >= self.slow_from:
             time.sleep((self.slow_factor - 1) * (time.perf_counter() - self._t0))

@@ -42,7 +42,8 @@ def test_drill_parsing_leaves_the_fault_parser_its_parts():
     from olmo.train.fault import parse_faults
 
     text = "kill@step=3;spike@step=7;slow@rank=2,factor=3"
-    assert parse_drills(text) == ([7], {2: 3.0})
+    assert parse_drills(text) == ([7], {2: (3.0, 1)})
+    assert parse_drills("slow@rank=1,factor=2.5,from=5") == ([], {1: (2.5, 5)})
     assert [f.action for f in parse_faults(text)] == ["kill"]
     with pytest.raises(Exception, match="slow@rank=2,factor=3"):
         parse_drills("slow@rank=x")
@@ -67,7 +68,7 @@ def _run(run_dir: Path, action: str, spike_step: int, steps: int) -> tuple[Train
     cfg = load_config("configs/tiny.yaml", [*overrides, f"--train.spike.action={action}"])
     parts = build_components(cfg, run_dir)
     weights = Weights()
-    drills = Drills([spike_step], 1.0, 0, run_dir)
+    drills = Drills([spike_step], (1.0, 1), 0, run_dir)
     guard = SpikeGuard(cfg.train.spike, parts.env.device)
     try:
         cbs = [drills, guard, weights, MetricsWriter(run_dir / "metrics.jsonl")]
