@@ -6,6 +6,9 @@ under torchrun, a real SIGKILL from OLMO_FAULT_INJECT) and compare against `olmo
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,7 @@ from olmo.tokenizer import load_tokenizer
 from olmo.train.callbacks import MetricsWriter
 from olmo.train.setup import build_components
 from olmo.train.trainer import Trainer
-from tests.distributed.launch import digest, read_records, torchrun, train_args
+from tests.distributed.launch import _env, digest, read_records, torchrun, train_args
 from tests.helpers import SMALL_MODEL, read_metrics
 
 SEQ = 16
@@ -147,11 +150,19 @@ E2E = [
 
 
 def _run(run: Path, nproc: int, faults: str | None = None) -> None:
-    env = {"OLMO_FAULT_INJECT": faults} if faults else None
-    proc = torchrun(nproc, train_args(run, *E2E), env, max_restarts=1 if faults else 0)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    """One rank without torchrun (no agent process to start), relaunched after a kill as a
+    requeue would; two under torchrun."""
+    env = {"OLMO_FAULT_INJECT": faults} if faults else {}
+    if nproc > 1:
+        proc = torchrun(nproc, train_args(run, *E2E), env)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return
+    cmd = [sys.executable, *train_args(run, *E2E)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env(env))
     if faults:
-        assert "injected kill" in proc.stderr, proc.stderr[-4000:]
+        assert proc.returncode == -signal.SIGKILL and "injected kill" in proc.stderr, proc.stderr
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env(env))
+    assert proc.returncode == 0, proc.stderr[-4000:]
 
 
 @pytest.mark.slow
