@@ -236,7 +236,8 @@ class WandbLogger(Callback):
             self.run = None
 
     def on_train_end(self, trainer: Trainer, status: str) -> None:
-        self._log_events(trainer.state.step)
+        if self.run is not None:
+            self._log_events(trainer.state.step)
         if self.run is None:
             return
         energy = _read_json(self.run_dir / "energy.json")
