@@ -19,6 +19,8 @@ import pytest
 
 from olmo.checkpoint.io import load_model, parameter_digest
 from olmo.launch.profile import repo_root
+from olmo.logbook import read_events
+from tests.distributed.launch import read_records
 from tests.helpers import SMALL, olmo, read_metrics
 from tests.launch.conftest import crash_node, rank0_node, sacct_state, wait_gone
 
@@ -167,6 +169,8 @@ def test_node_failure_requeues_resumes_and_matches(healthy_cluster, reference, t
     node = wait_for(lambda: rank0_node(job), 10, "rank 0's node")
     crash_node(healthy_cluster, node, job)
     t_kill = time.time()
+    time.sleep(0.5)  # what the killed attempt logged last (a torn line is skipped)
+    killed_last = [r for r in read_records(run) if r["attempt"] == 1][-1]
     first = wait_for(
         lambda: [r for r in read_metrics(run) if r["attempt"] == 2], 180, "a resumed step"
     )[0]
@@ -197,6 +201,7 @@ def test_node_failure_requeues_resumes_and_matches(healthy_cluster, reference, t
     metrics = assert_every_step_once(run)
     assert {r["attempt"] for r in metrics} >= {1, 2, 3}
     assert digest(run) == digest(reference[0])
+    assert_logbook_of_node_failure(run, node, killed_last, first["step"] - 1)
     record = {
         "benchmark": "slurm_restart",
         "kill_to_first_resumed_step_s": round(resume_s, 1),
@@ -210,6 +215,35 @@ def test_node_failure_requeues_resumes_and_matches(healthy_cluster, reference, t
     if os.environ.get("OLMO_BENCH_OUT"):
         with open(os.environ["OLMO_BENCH_OUT"], "a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def assert_logbook_of_node_failure(run: Path, node: str, killed_last: dict, from_step: int):
+    """The logbook (#19): attempt 1 killed at its last logged step, the node named by the batch
+    script, the steps since the checkpoint redone, the resume's start-up broken down, the
+    preemption a requeue that excluded the node; goodput (`olmo logbook`) strictly in (0, 1)."""
+    events = read_events(run)
+    ends = {e["attempt"]: e for e in events if e["event"] == "attempt_end"}
+    assert ends[1]["detail"] == {"reason": "killed", "inferred": True}
+    # its end is its last sign of life: its last metrics record or its ranks' last event (a
+    # checkpoint committed after that record), not the next job's node_failure booked to it
+    own = [e["time"] for e in events if e["attempt"] == 1 and e["rank"] is not None]
+    assert ends[1]["time"] == max(killed_last["time"], *own)
+    assert ends[2]["detail"]["reason"] == "requeue_signal" and "USR2" in ends[2]["detail"]["cause"]
+    assert ends[max(ends)]["detail"]["reason"] == "completed"
+    failed = [(e["attempt"], e["detail"]["nodes"]) for e in events if e["event"] == "node_failure"]
+    assert failed == [(1, [node])]
+    excluded = [e for e in events if e["event"] == "excluded_nodes"]
+    assert excluded and all(e["detail"]["nodes"] == [node] for e in excluded)
+    (resume,) = [e["detail"] for e in events if e["event"] == "resume" and e["attempt"] == 2]
+    assert resume["from_step"] == from_step
+    assert resume["redone_steps"] == killed_last["step"] - from_step  # 0 if killed at the save
+    parts = resume["breakdown"]
+    assert parts["checkpoint_load_s"] > 0 and parts["startup_s"] > 0 and parts["first_step_s"] > 0
+    assert abs(sum(parts.values()) - resume["seconds_to_first_step"]) < 0.02
+    starts = [e["detail"] for e in events if e["event"] == "attempt_start"]
+    assert starts[0]["nodes"] == ["n1", "n2"] and all(node not in s["nodes"] for s in starts[1:])
+    totals = json.loads(olmo("logbook", str(run), "--json").stdout)
+    assert 0 < totals["goodput"] < 1, totals
 
 
 def test_preemption_scontrol_requeue_and_submitit_interrupt(healthy_cluster, reference, tmp_path):
@@ -285,6 +319,9 @@ def test_crash_loop_stops_at_restart_limit(healthy_cluster, tmp_path):
     assert log.count("olmo: trainer exited with 86") == 2
     assert sacct_state(job) == "FAILED"
     assert len((run / "attempts.jsonl").read_text().splitlines()) == 2
+    # the batch script ends each hung attempt in the logbook (the trainer could not)
+    ends = [(e["attempt"], e["detail"]) for e in read_events(run) if e["event"] == "attempt_end"]
+    assert ends == [(a, {"reason": "hang", "exit_code": 86}) for a in (1, 2)], ends
 
 
 def test_rendered_local_script_completes_with_plain_sbatch(healthy_cluster, tmp_path):
