@@ -9,7 +9,7 @@ fp32 logits, fp32 loss and fp32 weight-gradient accumulation.
 
 With a z-loss coefficient z (OLMo 2: 1e-5) the differentiated loss gains z·Σ logsumexp(logits)²,
 which keeps the softmax normaliser near 1 (PaLM, OLMo 2); its gradient on the logits,
-2z·lse·softmax, is added to the same in-place buffer, so it costs one logsumexp per chunk.
+2z·lse·softmax, is added to the same in-place buffer: one extra pass (a row scaling) per chunk.
 """
 
 from __future__ import annotations
@@ -48,10 +48,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, n, chunk):
             h, y = hidden[start : start + chunk], labels[start : start + chunk]
             logits = torch.mm(h, weight.t(), out=buf[: h.shape[0]]).float()
-            lse = torch.logsumexp(logits, 1) if z_coef else None
+            # The z-loss needs each row's logsumexp: logit − log-probability of any one token
+            # (the label's), so no extra pass over the chunk's logits.
+            x_y = logits.gather(1, y[:, None]) if z_coef else None
             # In place: every fresh [chunk, vocab] tensor would cost a pass of page faults on CPU.
             logp = torch._log_softmax(logits, 1, False, out=logits)
-            loss -= logp.gather(1, y[:, None]).sum()
+            logp_y = logp.gather(1, y[:, None])
+            loss -= logp_y.sum()
+            lse = None if x_y is None else (x_y - logp_y).squeeze(1)
             if lse is not None:
                 z_sum += lse.square().sum()
             if not (need_h or need_w):
