@@ -22,7 +22,8 @@ log = logging.getLogger("olmo.train")
 
 
 class Callback:
-    """Hooks: on_resume (the step training continues from; 0 = from scratch), on_train_start,
+    """Hooks: on_resume (the step training continues from; 0 = from scratch; also mid-run after a
+    loss-spike rollback), on_train_start,
     then in the order a step meets them: pre_step → (forward/backward) → pre_optim_step
     (gradients exist, not yet clipped) → post_step → the boundary (flush → on_metrics, eval,
     checkpoint → on_shards_written on every rank before the commit, on_checkpoint) → on_step_end.
