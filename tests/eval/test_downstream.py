@@ -158,7 +158,9 @@ def test_in_loop_eval_and_olmo_eval_cli(tmp_path: Path):
         assert 0.0 <= recs[step]["downstream/copa"] <= 1.0
         assert "downstream/piqa" in recs[step]
         assert recs[step]["downstream_normalization"] == "oe-eval"
+        assert recs[step]["eval_s"] > 0  # its time, booked for `olmo logbook`
     assert "downstream/copa" not in recs[4] and "downstream_normalization" not in recs[4]
+    assert "eval_s" not in recs[4]
     args = ("eval", str(run), "--tasks", "copa,piqa", "--limit", "8", "--max-len", "32", "--json")
     out = json.loads(olmo(*args, "--normalization", "oe-eval").stdout)
     assert out["normalization"] == "oe-eval"

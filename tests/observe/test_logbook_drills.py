@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from olmo.cli import main
 from olmo.logbook import read_events
 from tests.distributed.launch import _env, train_args
 
@@ -58,7 +59,7 @@ def _records(run: Path) -> list[dict]:
     return [json.loads(line) for line in lines if line.endswith("}")]
 
 
-def test_crash_hang_and_sigterm_under_torchrun_are_booked_with_their_cause(tmp_path: Path):
+def test_crash_hang_and_sigterm_under_torchrun_are_booked_with_their_cause(tmp_path: Path, capsys):
     run = tmp_path / "r"
     proc = _torchrun(train_args(run, *ARGS), max_restarts=2)
     _wait_for(run, 3, 7, proc)  # attempt 3 resumed from step 5 and trains on
@@ -93,6 +94,18 @@ def test_crash_hang_and_sigterm_under_torchrun_are_booked_with_their_cause(tmp_p
     saves = [e for e in events if e["event"] == "checkpoint"]
     assert [e["step"] for e in saves] == [5, *range(10, stop, 5), stop]  # none in attempt 1
     assert all(e["detail"]["seconds"] >= e["detail"]["blocking_s"] > 0 for e in saves)
+    _check_goodput(run, capsys)
+
+
+def _check_goodput(run: Path, capsys) -> None:
+    """`olmo logbook --json` on the drill: goodput strictly in (0, 1), every second of the
+    attempts accounted for, the hang's wait for the watchdog among the causes."""
+    assert main(["logbook", str(run), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert 0 < s["goodput"] < 1, s
+    assert s["restarts"] == {"crash": 1, "hang": 1, "requeue_signal": 1} and s["failures"] == 2
+    assert s["productive_s"] + sum(s["lost_s"].values()) == pytest.approx(s["wall_s"])
+    assert s["lost_s"]["hangs"] > 0 and s["lost_s"]["redone_steps"] > 0
 
 
 def _check_resumes(events: list[dict]) -> None:
