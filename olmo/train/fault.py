@@ -193,12 +193,17 @@ class FaultInjection(Callback):
             return
         root = trainer.checkpointer.root
         shard = tmp_step_dir(root, step) / f"__{self.rank}_0.distcp"  # DCP's name for our shard
-        args = (fault, shard, step_dir(root, step), step)
+        args = (fault, shard, step_dir(root, step), step, trainer)
         threading.Thread(target=self._kill_mid_shard, args=args, daemon=True).start()
 
-    def _kill_mid_shard(self, fault: Fault, shard: Path, final: Path, step: int) -> None:
-        """Kill once the shard has bytes; give up if the step gets committed without it."""
+    def _kill_mid_shard(
+        self, fault: Fault, shard: Path, final: Path, step: int, trainer: Trainer
+    ) -> None:
+        """Kill once the shard has bytes; give up once the step is committed, or when training
+        moved on and no save of the step began (save() makes the temp dir before returning)."""
         while not final.exists():
+            if trainer.state.step > step and not shard.parent.exists():
+                break
             try:
                 size = shard.stat().st_size
             except FileNotFoundError:
@@ -206,7 +211,7 @@ class FaultInjection(Callback):
             if size > 0 and self._fire_once(fault):
                 self._act("kill", f"the write of {shard.name} of step {step} ({size} bytes)")
             time.sleep(_SHARD_POLL_S)
-        log.warning("%s: kill@shard=%d missed: the step was committed", FAULT_ENV, step)
+        log.warning("%s: kill@shard=%d missed: no shard of that step was written", FAULT_ENV, step)
 
     def _act(self, action: str, when: str) -> None:
         log.warning("%s: injected %s at %s on rank %d", FAULT_ENV, action, when, self.rank)
