@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -405,6 +406,33 @@ REPORT = [
     case("no-metrics", "report run", "metrics.jsonl", {"run/x": "x"}),
 ]
 
+def event(**fields: Any) -> dict[str, Any]:
+    """A well-formed logbook line with `fields` replaced."""
+    base = {"time": 1.0, "attempt": 1, "event": "attempt_start", "step": None, "host": "h",
+            "rank": None, "detail": {}}
+    return base | fields
+
+
+def logbook(*lines: str) -> dict[str, Content]:
+    return {"run/logbook.jsonl": "".join(lines)}
+
+
+ENDED = jsonl(event(time=2.0, event="attempt_end", detail={"reason": "completed"}))
+LOGBOOK = [
+    case("no-run-dir", "logbook nosuch", "nosuch"),
+    case("no-logbook", "logbook run", "logbook.jsonl", {"run/x": "x"}),
+    case("torn-middle-line", "logbook run", "logbook.jsonl:1", logbook('{"time": 1,\n', ENDED)),
+    case("invalid-utf8", "logbook run", "logbook.jsonl:1", {"run/logbook.jsonl": b"\xff\xfe\n" + ENDED.encode()}),
+    case("not-an-object", "logbook run", "logbook.jsonl:1", logbook("[1]\n", ENDED)),
+    case("unknown-event", "logbook run", "logbook.jsonl:1", logbook(jsonl(event(event="bogus")), ENDED)),
+    case("time-not-number", "logbook run", ("logbook.jsonl:1", "time"), logbook(jsonl(event(time="x")))),
+    case("time-infinite", "logbook run", ("logbook.jsonl:1", "time"), logbook('{"time": 1e400, "event": "attempt_start"}\n')),
+    case("attempt-not-int", "logbook run", ("logbook.jsonl:1", "attempt"), logbook(jsonl(event(attempt="one")))),
+    case("detail-not-object", "logbook run --json", ("logbook.jsonl:1", "detail"), logbook(jsonl(event(detail=[1])))),
+    case("detail-number-text", "logbook run", ("logbook.jsonl:1", "seconds_to_first_step"),
+         logbook(jsonl(event(event="resume", detail={"seconds_to_first_step": "x"})))),
+]
+
 BENCH = [
     case("windows-0", "bench c.yaml --windows 0", "--windows", SMALL),
     case("steps-per-window-0", "bench c.yaml --steps-per-window 0", "--steps-per-window", SMALL),
@@ -437,6 +465,7 @@ TABLES: dict[str, list[Case]] = {
     "parity runs": PARITY_RUNS,
     "parity fingerprint": PARITY_FINGERPRINT,
     "report": REPORT,
+    "logbook": LOGBOOK,
     "bench": BENCH,
     "env": ENV,
 }

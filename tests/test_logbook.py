@@ -100,12 +100,16 @@ def test_command_line_bad_input_is_one_error_line(tmp_path: Path, argv: list[str
 
 def test_a_refused_start_is_booked_in_an_existing_run_dir_only(tmp_path: Path, monkeypatch):
     """Bad input and the restart limit (`olmo train` in this process): `start_refused`, attempt
-    null, in a run dir that exists; a refusal never creates one."""
-    run, absent = tmp_path / "run", tmp_path / "absent"
+    null, in a run dir that holds a run; a refusal never creates one nor writes into an empty
+    dir."""
+    run, absent, empty = tmp_path / "run", tmp_path / "absent", tmp_path / "empty"
     run.mkdir()
+    empty.mkdir()
+    (run / "attempts.jsonl").write_text('{"attempt": 1}\n')  # an earlier start
     base = ["train", str(repo_root() / "configs" / "tiny.yaml"), "--run-dir"]
     assert main([*base, str(run), "--train.max_stepz=3"]) == 2
     assert main([*base, str(absent), "--train.max_stepz=3"]) == 2
+    assert main([*base, str(empty), "--train.max_stepz=3"]) == 2
     monkeypatch.setenv("SLURM_RESTART_COUNT", "3")
     monkeypatch.setenv("OLMO_MAX_RESTARTS", "2")
     assert main([*base, str(run)]) == 2
@@ -113,4 +117,4 @@ def test_a_refused_start_is_booked_in_an_existing_run_dir_only(tmp_path: Path, m
     assert [(e["event"], e["attempt"]) for e in events] == [("start_refused", None)] * 2
     assert "max_stepz" in events[0]["detail"]["message"]
     assert "restart limit reached" in events[1]["detail"]["message"]
-    assert not absent.exists()
+    assert not absent.exists() and list(empty.iterdir()) == []

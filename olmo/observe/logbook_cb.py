@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from olmo.checkpoint.layout import MARKER, step_dir
-from olmo.logbook import append_event, node_name, read_events
+from olmo.logbook import LOGBOOK, append_event, node_name, read_events
 from olmo.slurm import REQUEUE_EXIT_CODE
 from olmo.train.callbacks import Callback
 
@@ -59,8 +59,11 @@ def _rank() -> int:
 
 def refused(run_dir: Path, error: BaseException) -> None:
     """A start refused (bad input, restart limit) before it counted as an attempt: booked only
-    in a run dir that exists (a refusal never creates one), by rank 0."""
-    if _rank() == 0 and Path(run_dir).is_dir():
+    in a run dir that holds a run already (a refusal never creates one, nor writes into a fresh
+    or empty dir), by rank 0."""
+    run_dir = Path(run_dir)
+    started = (run_dir / "attempts.jsonl").is_file() or (run_dir / LOGBOOK).is_file()
+    if _rank() == 0 and started:
         append_event(run_dir, "start_refused", attempt=None, detail={"message": str(error)})
 
 

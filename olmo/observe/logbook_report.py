@@ -34,6 +34,10 @@ _POSTMORTEM = ("attempt_end", "crash", "node_failure", "excluded_nodes", "doctor
 FIX = "repair or delete the line (the writer is olmo/logbook.py)"
 _NUM, _NUM_OR_NULL, _INT_OR_NULL = (int, float), (int, float, type(None)), (int, type(None))
 EVENT_FIELDS = {"time": _NUM, "attempt": _INT_OR_NULL, "step": _INT_OR_NULL, "detail": dict}
+DETAIL_NUMBERS = ("seconds", "blocking_s", "seconds_to_first_step", "startup_s", "process_group_s",
+                  "checkpoint_load_s", "data_fast_forward_s", "first_step_s", "other_s",
+                  "from_step", "redone_steps", "exit_code")  # fmt: skip
+"""Detail keys the totals add up: numbers when present."""
 STEP_FIELDS = {"step": int, "attempt": int, "time": _NUM_OR_NULL, "eval_s": _NUM_OR_NULL}
 
 
@@ -66,16 +70,27 @@ def load_events(run_dir: Path) -> list[dict[str, Any]]:
         raise OlmoError(f"{run_dir}: no such run directory; give the --run-dir of `olmo train`")
     path = run_dir / LOGBOOK
     if not path.is_file():
-        raise OlmoError(
-            f"{path}: not found; the run has no logbook (written by `olmo train` since #19)"
-        )
+        raise OlmoError(f"{path}: not found; the run has no logbook (`olmo train` writes one)")
     try:
         events = read_events(run_dir, strict=False)  # a torn last line: a writer killed mid-write
     except LogbookError as e:
         raise OlmoError(f"{e}; {FIX}") from None
     for n, ev in enumerate(events, 1):  # every line before a torn last one is an event
-        check_record(ev, f"{path}:{n}", EVENT_FIELDS, FIX, required=("time", "event"))
+        _check_event(ev, f"{path}:{n}")
     return events
+
+
+def _check_event(ev: dict[str, Any], where: str) -> None:
+    """Types first, then the values arithmetic needs: finite times and detail numbers."""
+    check_record(ev, where, EVENT_FIELDS, FIX, required=("time", "event"))
+    check_record(
+        ev.get("detail", {}),
+        f"{where} detail",
+        dict.fromkeys(DETAIL_NUMBERS, _NUM_OR_NULL),
+        FIX,
+    )
+    if not math.isfinite(ev["time"]):
+        raise OlmoError(f"{where}: 'time' must be a finite number, got {ev['time']!r}; {FIX}")
 
 
 def load_steps(run_dir: Path) -> list[dict[str, Any]]:

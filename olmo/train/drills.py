@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FAULT_ENV = "OLMO_FAULT_INJECT"
+"""The drills' variable (olmo.train.fault documents its grammar; defined here, the module it
+imports, so the two never import each other)."""
+
 SPIKE_FACTOR = 16.0
 """Scale of the head weight in a spike drill: logits ×16 turn a trained model's loss into many
 times its value."""
@@ -45,7 +49,6 @@ def parse_drills(text: str) -> tuple[list[int], dict[int, tuple[float, int]]]:
     """(spike steps, {rank: (slow factor, from step)}) from $OLMO_FAULT_INJECT; other parts are
     ignored."""
     from olmo.errors import OlmoError
-    from olmo.train.fault import FAULT_ENV
 
     spikes, slow = [], {}
     for part in (p.strip() for p in text.split(";")):
@@ -77,8 +80,6 @@ class Drills(Callback):
 
     @classmethod
     def from_env(cls, rank: int, run_dir: Path) -> Drills | None:
-        from olmo.train.fault import FAULT_ENV
-
         spikes, slow = parse_drills(os.environ.get(FAULT_ENV, ""))
         if not spikes and not slow:
             return None

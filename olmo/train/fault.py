@@ -26,6 +26,7 @@ from olmo.slurm import (  # noqa: F401  (re-exported: the loop's SLURM facts)
     parse_squeue_time,
 )
 from olmo.train.callbacks import Callback
+from olmo.train.drills import FAULT_ENV as _DRILLS_ENV
 from olmo.train.drills import is_drill
 from olmo.train.watchdog import Watchdog  # noqa: F401  (re-exported: the trainer's end)
 
@@ -64,7 +65,7 @@ class StopFlag:
 
 
 # ---- fault injection (tests) -------------------------------------------------------------
-FAULT_ENV = "OLMO_FAULT_INJECT"
+FAULT_ENV = _DRILLS_ENV
 """Test-only: `ACTION@WHEN[,rank=R][;...]`, e.g. `kill@step=7,rank=1;kill@save=10;hang@step=5;
 nan@step=4-8;crash@step=6;kill@shard=6,rank=1;kill@renamed=9;kill@deleting=9`.
 kill = SIGKILL itself at a point of step N:

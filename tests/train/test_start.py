@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -76,10 +77,20 @@ def _refused(run: Path, tmp: Path, case: str) -> str:
 
 @pytest.mark.parametrize("case", CASES)
 def test_refused_start_leaves_existing_run_dir_byte_identical(good_run: Path, tmp_path, case):
+    """Nothing changes but the logbook, which gains one start_refused line with the error."""
+    book = good_run / "logbook.jsonl"
     before = snapshot(good_run)
-    attempts = (good_run / "attempts.jsonl").read_bytes()
-    _refused(good_run, tmp_path, case)
-    assert snapshot(good_run) == before
+    attempts, lines = (good_run / "attempts.jsonl").read_bytes(), book.read_bytes().splitlines()
+    message = _refused(good_run, tmp_path, case)
+    after = snapshot(good_run)
+    assert {k: v for k, v in after.items() if k != book.name} == {
+        k: v for k, v in before.items() if k != book.name
+    }
+    new = book.read_bytes().splitlines()
+    assert new[: len(lines)] == lines and len(new) == len(lines) + 1
+    refusal = json.loads(new[-1])
+    assert refusal["event"] == "start_refused" and refusal["attempt"] is None
+    assert refusal["detail"]["message"] in message
     assert (good_run / "attempts.jsonl").read_bytes() == attempts
     assert len(attempts.splitlines()) == 1  # the good run's start only
 
