@@ -105,7 +105,12 @@ def _resume(r: dict[str, Any]) -> Row:
 
 def _restart(r: dict[str, Any]) -> Row:
     what = f"SLURM node hard-kill → first resumed step ({r['nodes']} nodes, local cluster)"
-    return what, f"{r['kill_to_first_resumed_step_s']} s", f"< {r['goal_s']} s"
+    result = f"{r['kill_to_first_resumed_step_s']} s"
+    parts = r.get("resume_breakdown_s")
+    if parts:  # the requeued attempt's own start-up account (logbook `resume`)
+        shown = ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v}" for k, v in parts.items())
+        result += f"; its process start → first step {r['seconds_to_first_step']} s ({shown})"
+    return what, result, f"< {r['goal_s']} s"
 
 
 # file → (row key fields, formatter)

@@ -52,6 +52,17 @@ def node_name() -> str:
     return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
+def process_start_time() -> float:
+    """Unix time this process started (the kernel's record, to 10 ms; now if unknown)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime in ticks
+        return time.time() - (uptime - started)
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
 class LogbookError(ValueError):
     """A malformed logbook line or event (names the file and line)."""
 

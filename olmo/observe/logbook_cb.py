@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from olmo.checkpoint.layout import MARKER, step_dir
-from olmo.logbook import LOGBOOK, append_event, node_name, read_events
+from olmo.logbook import LOGBOOK, append_event, node_name, process_start_time, read_events
 from olmo.slurm import REQUEUE_EXIT_CODE
 from olmo.train.callbacks import Callback
 
@@ -32,17 +32,6 @@ _PEER_LOST = re.compile(
     r"Connection (closed|reset) by peer|Broken pipe|[Tt]imed out|remote worker|"
     r"NCCL communicator was aborted|ProcessGroupNCCL.*(timeout|abort)"
 )
-
-
-def process_start_time() -> float:
-    """Unix time this process started (the kernel's record, to 10 ms; now if unknown)."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime in ticks
-        return time.time() - (uptime - started)
-    except (OSError, ValueError, IndexError):
-        return time.time()
 
 
 def peer_lost(exc: BaseException) -> bool:

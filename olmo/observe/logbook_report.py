@@ -36,7 +36,7 @@ _NUM, _NUM_OR_NULL, _INT_OR_NULL = (int, float), (int, float, type(None)), (int,
 EVENT_FIELDS = {"time": _NUM, "attempt": _INT_OR_NULL, "step": _INT_OR_NULL, "detail": dict}
 DETAIL_NUMBERS = ("seconds", "blocking_s", "seconds_to_first_step", "startup_s", "process_group_s",
                   "checkpoint_load_s", "data_fast_forward_s", "first_step_s", "other_s",
-                  "from_step", "redone_steps", "exit_code")  # fmt: skip
+                  "from_step", "redone_steps", "exit_code", "process_start")  # fmt: skip
 """Detail keys the totals add up: numbers when present."""
 STEP_FIELDS = {"step": int, "attempt": int, "time": _NUM_OR_NULL, "eval_s": _NUM_OR_NULL}
 
@@ -135,8 +135,8 @@ def _attempts(events: list[dict[str, Any]], steps: list[dict[str, Any]]) -> dict
         a = out.get(ev.get("attempt"))  # type: ignore[arg-type]
         if a is None:
             continue
-        if ev["event"] == "attempt_start":
-            a.start = ev["time"]
+        if ev["event"] == "attempt_start":  # from its process start when booked (imports, setup)
+            a.start = min(ev["time"], _num(ev["detail"], "process_start") or ev["time"])
         elif ev["event"] == "attempt_end":
             a.reason, a.end = ev["detail"].get("reason"), ev["time"]
             a.end_is_exact = a.reason != "killed" or bool(ev["detail"].get("inferred"))

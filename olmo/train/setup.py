@@ -25,7 +25,13 @@ from olmo.distributed.parallelize import parallelize_model
 from olmo.envinfo import environment_fingerprint
 from olmo.errors import OlmoError
 from olmo.fsutil import atomic_write_text
-from olmo.logbook import LogbookError, append_event, close_open_attempts, node_name
+from olmo.logbook import (
+    LogbookError,
+    append_event,
+    close_open_attempts,
+    node_name,
+    process_start_time,
+)
 from olmo.model import Transformer, build_model
 from olmo.slurm import ENV_KEYS as SLURM_ENV_KEYS
 from olmo.train.optim import build_optimizer
@@ -153,6 +159,8 @@ def _book_start(run_dir: Path, attempt: int, detail: dict[str, Any]) -> None:
         close_open_attempts(run_dir)
     except LogbookError as e:  # a damaged logbook is reported by its reader; training goes on
         log.warning("logbook: %s; earlier attempts left open", e)
+    # when this process began (imports, setup before this line are the attempt's start-up too)
+    detail = {**detail, "process_start": process_start_time()}
     append_event(run_dir, "attempt_start", attempt=attempt, rank=0, detail=detail)
 
 

@@ -117,6 +117,18 @@ def test_a_hang_costs_the_time_after_the_last_step(tmp_path: Path):
     assert "no interval to suggest" in render(s)
 
 
+def test_the_first_attempts_start_up_counts_from_its_process_start(tmp_path: Path):
+    """attempt_start is booked after imports and set-up: its `process_start` (8 s earlier) begins
+    the attempt, and those 8 s are start-up lost, not missing from the wall time."""
+    run = tmp_path / "run"
+    _ev(run, "attempt_start", 3010.0, 1, process_start=3002.0)
+    _steps(run, 1, {s: 3012.0 + s for s in range(1, 5)})  # steps 1-4 at 3013..3016
+    _ev(run, "attempt_end", 3016.0, 1, reason="completed", exit_code=0)
+    s = summarize(run)
+    assert s["wall_s"] == pytest.approx(14) and s["productive_s"] == pytest.approx(4)
+    assert s["lost_s"]["startup"] == pytest.approx(10) and s["goodput"] == pytest.approx(4 / 14)
+
+
 def test_a_rollback_loses_the_steps_it_drops(tmp_path: Path):
     run = tmp_path / "run"
     _ev(run, "attempt_start", 3000.0, 1)
