@@ -75,11 +75,19 @@ def squeue_states(job_id: str) -> str:
     return out.stdout.strip()
 
 
+def _gone(job_id: str) -> bool:
+    """squeue answered and no longer lists the job (an squeue that failed, e.g. slurmctld busy
+    under load, prints nothing too: that is not "gone")."""
+    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+    answered = out.returncode == 0 or "Invalid job id" in out.stderr
+    return answered and not out.stdout.strip()
+
+
 def wait_gone(job_id: str, timeout: float) -> None:
     """Wait until the job has left squeue (finished for good, not just between attempts)."""
     end = time.time() + timeout
     while time.time() < end:
-        if not squeue_states(job_id):
+        if _gone(job_id):
             return
         time.sleep(1)
     raise AssertionError(
@@ -87,11 +95,20 @@ def wait_gone(job_id: str, timeout: float) -> None:
     )
 
 
-def sacct_state(job_id: str) -> str:
-    out = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True
-    )
-    return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+def sacct_state(job_id: str, settle_s: float = 30.0) -> str:
+    """The job's final accounting state; the accounting record may trail squeue by a moment, so
+    a state that is not final yet (or none) is asked again for up to `settle_s`."""
+    end = time.time() + settle_s
+    while True:
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"],
+            capture_output=True,
+            text=True,
+        )
+        state = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+        if state not in ("", "PENDING", "RUNNING", "REQUEUED", "COMPLETING") or time.time() > end:
+            return state
+        time.sleep(0.5)
 
 
 def _alive(pid: int) -> bool:

@@ -203,10 +203,14 @@ def test_node_failure_requeues_resumes_and_matches(healthy_cluster, reference, t
     metrics = assert_every_step_once(run)
     assert {r["attempt"] for r in metrics} >= {1, 2, 3}
     assert digest(run) == digest(reference[0])
-    assert_logbook_of_node_failure(run, node, killed_last, first["step"] - 1)
+    resume = assert_logbook_of_node_failure(run, node, killed_last, first["step"] - 1)
     record = {
         "benchmark": "slurm_restart",
         "kill_to_first_resumed_step_s": round(resume_s, 1),
+        # the requeued attempt's own account (#19): process start → first step, in parts
+        "seconds_to_first_step": round(resume["seconds_to_first_step"], 2),
+        "resume_breakdown_s": {k: round(v, 2) for k, v in resume["breakdown"].items()},
+        "redone_steps": resume["redone_steps"],
         "goal_s": 60,
         "nodes": 2,
         "slurmd_timeout_s": 5,
@@ -219,7 +223,7 @@ def test_node_failure_requeues_resumes_and_matches(healthy_cluster, reference, t
             f.write(json.dumps(record) + "\n")
 
 
-def assert_logbook_of_node_failure(run: Path, node: str, killed_last: dict, from_step: int):
+def assert_logbook_of_node_failure(run: Path, node: str, killed_last: dict, from_step: int) -> dict:
     """The logbook (#19): attempt 1 killed at its last logged step, the node named by the batch
     script, the steps since the checkpoint redone, the resume's start-up broken down, the
     preemption a requeue that excluded the node; goodput (`olmo logbook`) strictly in (0, 1)."""
@@ -246,6 +250,7 @@ def assert_logbook_of_node_failure(run: Path, node: str, killed_last: dict, from
     assert starts[0]["nodes"] == ["n1", "n2"] and all(node not in s["nodes"] for s in starts[1:])
     totals = json.loads(olmo("logbook", str(run), "--json").stdout)
     assert 0 < totals["goodput"] < 1, totals
+    return resume
 
 
 def test_preemption_scontrol_requeue_and_submitit_interrupt(healthy_cluster, reference, tmp_path):
@@ -337,3 +342,50 @@ def test_rendered_local_script_completes_with_plain_sbatch(healthy_cluster, tmp_
     assert sacct_state(job) == "COMPLETED", log[-2000:]
     assert '"doctor": "ok"' in log and '"nodes": ["n1", "n2"]' in log
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == list(range(1, 21))
+
+
+def test_straggler_is_excluded_at_the_next_requeue(healthy_cluster, tmp_path):
+    """#20.2 on the local cluster: 4 ranks on 2 nodes, rank 3 slowed 3× from step 3 with
+    `restart.exclude_stragglers` on: its node is named (logbook `straggler`, failed_nodes.txt);
+    a preemption (USR2) requeues the job without that node."""
+    run = tmp_path / "run"
+    script = tmp_path / "run.sbatch"
+    train = [*TRAIN, "--train.straggler.factor=1.5", "--train.straggler.intervals=2"]
+    sets = [
+        "--set=doctor=false",
+        "--set=devices.per_node=2",
+        "--set=restart.exclude_stragglers=true",
+    ]
+    olmo(
+        "sbatch",
+        "--cluster",
+        "local",
+        *sets,
+        "--run-dir",
+        str(run),
+        "-o",
+        str(script),
+        CONFIG,
+        *train,
+    )
+    job = sbatch(
+        script, tmp_path / "run-%j.out", {"OLMO_FAULT_INJECT": "slow@rank=3,factor=3,from=3"}
+    )
+    failed = run / "failed_nodes.txt"
+    wait_for(lambda: failed.is_file() and failed.read_text().split(), 150, "a straggler excluded")
+    (node,) = failed.read_text().split()
+    named = [e for e in read_events(run) if e["event"] == "straggler"]
+    assert named and {(e["detail"]["rank"], e["detail"]["host"]) for e in named} == {(3, node)}
+    starts = [e["detail"] for e in read_events(run) if e["event"] == "attempt_start"]
+    assert node in starts[0]["nodes"]
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    second = wait_for(
+        lambda: [e["detail"] for e in read_events(run) if e["event"] == "attempt_start"][1:],
+        150,
+        "the requeued attempt",
+    )[0]
+    subprocess.run(["scancel", job], check=True)  # the drill slows the new rank 3 too: stop here
+    wait_gone(job, 60)
+    assert node not in second["nodes"] and len(second["nodes"]) == 2, second
+    excluded = [e["detail"]["nodes"] for e in read_events(run) if e["event"] == "excluded_nodes"]
+    assert excluded == [[node]]
