@@ -57,8 +57,10 @@ def submit_launch(run: Path, *extra: str) -> str:
     return re.search(r"submitted job (\d+)", out).group(1)
 
 
-def submit_sbatch(run: Path, *sets: str, train: list[str] = TRAIN) -> str:
-    """Render the local profile's script (plain sbatch path) and submit it."""
+def submit_sbatch(
+    run: Path, *sets: str, train: list[str] = TRAIN, env: dict[str, str] | None = None
+) -> str:
+    """Render the local profile's script (plain sbatch path) and submit it (with `env` added)."""
     script = run.parent / f"{run.name}.sbatch"
     olmo(
         "sbatch",
@@ -72,7 +74,7 @@ def submit_sbatch(run: Path, *sets: str, train: list[str] = TRAIN) -> str:
         CONFIG,
         *train,
     )
-    return sbatch(script, run.parent / f"{run.name}-%j.out", {})
+    return sbatch(script, run.parent / f"{run.name}-%j.out", env or {})
 
 
 def sbatch(script: Path, output: Path, env: dict[str, str]) -> str:
@@ -349,28 +351,14 @@ def test_straggler_is_excluded_at_the_next_requeue(healthy_cluster, tmp_path):
     `restart.exclude_stragglers` on: its node is named (logbook `straggler`, failed_nodes.txt);
     a preemption (USR2) requeues the job without that node."""
     run = tmp_path / "run"
-    script = tmp_path / "run.sbatch"
     train = [*TRAIN, "--train.straggler.factor=1.5", "--train.straggler.intervals=2"]
     sets = [
         "--set=doctor=false",
         "--set=devices.per_node=2",
         "--set=restart.exclude_stragglers=true",
     ]
-    olmo(
-        "sbatch",
-        "--cluster",
-        "local",
-        *sets,
-        "--run-dir",
-        str(run),
-        "-o",
-        str(script),
-        CONFIG,
-        *train,
-    )
-    job = sbatch(
-        script, tmp_path / "run-%j.out", {"OLMO_FAULT_INJECT": "slow@rank=3,factor=3,from=3"}
-    )
+    drill = {"OLMO_FAULT_INJECT": "slow@rank=3,factor=3,from=3"}
+    job = submit_sbatch(run, *sets, train=train, env=drill)
     failed = run / "failed_nodes.txt"
     wait_for(lambda: failed.is_file() and failed.read_text().split(), 150, "a straggler excluded")
     (node,) = failed.read_text().split()
